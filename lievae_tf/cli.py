@@ -1,0 +1,25 @@
+"""What the `bin/lievae_*` commands share: quiet TF start-up and errors printed as one line."""
+
+import os
+import sys
+
+from lievae_tf.errors import UserError
+
+
+def quiet_tensorflow():
+  """Hides TF's C++ INFO start-up lines (oneDNN notices); warnings and errors still show."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+
+def run(main):
+  """`absl.app.run(main)`, printing a UserError as `prog: error: message` with exit status 1."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+
+  def guarded_main(argv):
+    try:
+      return main(argv)
+    except UserError as e:
+      print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
+      sys.exit(1)
+
+  app.run(guarded_main)

@@ -1,0 +1,140 @@
+"""Ground-truth data through disentanglement_lib's `named_data`, and the training input pipeline.
+
+Datasets are chosen by dlib's own `dataset.name` binding, so every dataset dlib knows trains here.
+The pipeline is a pure function of (seed, step): a resumed run reads what an uninterrupted one
+would have, and N replicas together read exactly the global batch one device would.
+
+- Datasets that keep every image of their factor grid in memory (dSprites, 3DShapes) are sampled
+  uniformly from that array, one batched gather per step; uniform over the full grid is what
+  dlib's factor sampling amounts to for them.
+- Any other dataset (dlib's noisy/colour/scream dSprites variants, cars3d, ...) is sampled with
+  its own vectorised `sample_observations`, one call per batch.
+Neither runs Python per example, unlike dlib's `tf_data_set_from_ground_truth_data`.
+"""
+
+import os
+import pickle
+import zipfile
+
+import numpy as np
+import tensorflow as tf
+
+from lievae_tf.errors import UserError
+
+DATA_ENV = "DISENTANGLEMENT_LIB_DATA"
+
+
+def _expected_path(name):
+  """Where dlib looks for the file of dataset `name` (None where not known here)."""
+  # Imported lazily: dlib reads DISENTANGLEMENT_LIB_DATA when these modules are imported.
+  from disentanglement_lib.data.ground_truth import dsprites, shapes3d  # pylint: disable=g-import-not-at-top
+  if "dsprites" in name:
+    return dsprites.DSPRITES_PATH
+  if name == "shapes3d":
+    return shapes3d.SHAPES3D_PATH
+  return None
+
+
+def _how_to_get(name):
+  if name in ("dsprites_full", "dsprites_noshape", "color_dsprites", "noisy_dsprites"):
+    return ("download it with `dlib_download_data`, or write a small SYNTHETIC stand-in in the "
+            f"same format with `lievae_make_data --output_dir=${DATA_ENV}`")
+  return "download it with `dlib_download_data` (see disentanglement_lib's README)"
+
+
+def load_ground_truth_data():
+  """dlib's `named_data.get_named_ground_truth_data()` (bound by `dataset.name`), with errors
+  that say which file was looked for and how to get it."""
+  import gin  # pylint: disable=g-import-not-at-top
+  from disentanglement_lib.data.ground_truth import named_data  # pylint: disable=g-import-not-at-top
+  name = gin.query_parameter("dataset.name")
+  try:
+    return named_data.get_named_ground_truth_data()
+  except (FileNotFoundError, tf.errors.NotFoundError) as e:
+    path = _expected_path(name) or getattr(e, "filename", None) or str(e)
+    raise UserError(
+        f"dataset {name!r}: no data file at {path} ({DATA_ENV}="
+        f"{os.environ.get(DATA_ENV, '<unset>')!r}). Set {DATA_ENV} to the directory that holds "
+        f"the datasets, or {_how_to_get(name)}.") from None
+  except (KeyError, zipfile.BadZipFile, pickle.UnpicklingError, EOFError, OSError) as e:
+    path = _expected_path(name) or "its data file"
+    raise UserError(
+        f"dataset {name!r}: {path} is not a valid data file ({type(e).__name__}: {e}). Replace "
+        f"it: {_how_to_get(name)}.") from None
+  except ValueError as e:
+    if "Invalid data set name" in str(e):
+      raise UserError(
+          f"dataset.name = {name!r} is not a dataset disentanglement_lib knows; use one of "
+          "dsprites_full, dsprites_noshape, color_dsprites, noisy_dsprites, scream_dsprites, "
+          "smallnorb, cars3d, mpi3d_toy, mpi3d_realistic, mpi3d_real, shapes3d, dummy_data."
+      ) from None
+    raise
+
+
+def image_grid(ground_truth_data):
+  """The in-memory array of every image of the factor grid, or None for other datasets."""
+  from disentanglement_lib.data.ground_truth import dsprites, shapes3d  # pylint: disable=g-import-not-at-top
+  # Exact types: dlib's dSprites variants transform images when sampling.
+  if type(ground_truth_data) not in (dsprites.DSprites, shapes3d.Shapes3D):  # pylint: disable=unidiomatic-typecheck
+    return None
+  images = ground_truth_data.images
+  if len(images) != int(np.prod(ground_truth_data.factor_sizes)):
+    return None
+  return images
+
+
+def observation_shape(ground_truth_data):
+  shape = list(ground_truth_data.observation_shape)
+  if len(shape) != 3:
+    raise UserError(f"the dataset's observations have shape {shape}; this model needs images "
+                    "(height, width, channels), e.g. dataset.name = 'dsprites_full'.")
+  return shape
+
+
+def _step_seed(seed, step):
+  return tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)])
+
+
+def make_input_fn(ground_truth_data, global_batch_size, seed, start_step=0):
+  """An `input_fn(input_context)` for `strategy.distribute_datasets_from_function`.
+
+  Element k of a pipeline is the batch of one replica at one step: pipelines take consecutive
+  elements for their replicas in turn, and each replica's batch is its slice of the global batch.
+  """
+  shape = observation_shape(ground_truth_data)
+  images = image_grid(ground_truth_data)
+
+  def input_fn(input_context=None):
+    input_context = input_context or tf.distribute.InputContext()
+    batch = input_context.get_per_replica_batch_size(global_batch_size)
+    local_replicas = input_context.num_replicas_in_sync // input_context.num_input_pipelines
+    first_replica = input_context.input_pipeline_id * local_replicas
+
+    def replica_batches(step):
+      replicas = tf.data.Dataset.range(first_replica, first_replica + local_replicas)
+      return replicas.map(lambda replica: (step, replica))
+
+    elements = tf.data.Dataset.counter(start_step).flat_map(replica_batches)
+    if images is not None:
+      def gather(step, replica):
+        indices = tf.random.stateless_uniform(
+            [global_batch_size], seed=_step_seed(seed, step), minval=0,
+            maxval=len(images), dtype=tf.int64)[replica * batch:(replica + 1) * batch]
+        # One batched gather in numpy: the grid (up to GBs) never enters the graph.
+        return tf.numpy_function(lambda i: images[i], [indices], images.dtype, stateful=False)
+    else:
+      def gather(step, replica):
+        def sample(step, replica):
+          random_state = np.random.RandomState([int(seed) % 2**32, int(step) % 2**32])
+          observations = ground_truth_data.sample_observations(global_batch_size, random_state)
+          return np.asarray(observations[replica * batch:(replica + 1) * batch], np.float32)
+        return tf.numpy_function(sample, [step, replica], tf.float32, stateful=False)
+
+    def to_images(step, replica):
+      # The reshape also adds dSprites' channel axis.
+      return tf.reshape(tf.cast(gather(step, replica), tf.float32), [batch] + shape)
+
+    return elements.map(to_images, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+        tf.data.AUTOTUNE)
+
+  return input_fn

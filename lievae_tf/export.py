@@ -1,0 +1,101 @@
+"""Export: the TF-Hub module and the results directory that disentanglement_lib reads.
+
+The module has the signatures and the two graph variants of dlib's own `export_as_tf_hub`
+(DLIB_CONTRACT): the same Keras model is built again inside a TF1 `module_fn`, and the trained
+weights are assigned to the module's variables before it is written. Every output directory is
+written beside its final place and renamed into it, so an interrupted export leaves nothing that
+looks finished.
+"""
+
+import contextlib
+import os
+import shutil
+import tempfile
+
+import tensorflow as tf
+import tensorflow_hub as hub
+
+from lievae_tf import model as model_lib
+
+tf1 = tf.compat.v1
+
+
+def model_weights(vae):
+  """The network weights in a fixed order (the loss trackers' state is not part of a module)."""
+  return vae.trainable_weights
+
+
+@contextlib.contextmanager
+def atomic_directory(final_path):
+  """Yields a fresh temporary directory beside `final_path`; renames it there on success."""
+  parent = os.path.dirname(os.path.abspath(final_path))
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final_path)}.partial-", dir=parent)
+  try:
+    yield tmp
+    if os.path.exists(final_path):
+      shutil.rmtree(final_path)
+    os.rename(tmp, final_path)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_partial_outputs(model_dir):
+  """Deletes temporaries that an interrupted export may have left in `model_dir`."""
+  for entry in os.listdir(model_dir):
+    if entry.startswith(".") and ".partial-" in entry:
+      shutil.rmtree(os.path.join(model_dir, entry), ignore_errors=True)
+
+
+def _module_fn_for(config, image_shape, weight_names):
+  """A TF1 `module_fn` building `LieGroupVAE(**config)`; records the module's weight names."""
+
+  def module_fn(is_training):
+    del is_training  # No dropout or batch norm: both graph variants are the same network.
+    vae = model_lib.LieGroupVAE(**config)
+    images = tf1.placeholder(tf.float32, shape=[None] + list(image_shape), name="images")
+    _, mean, logvar = vae.encode(images)
+    hub.add_signature(name="gaussian_encoder", inputs={"images": images},
+                      outputs={"mean": mean, "logvar": logvar})
+    sample = mean + tf.exp(logvar / 2) * tf.random.normal(tf.shape(mean))
+    hub.add_signature(name="reconstructions", inputs={"images": images},
+                      outputs={"images": vae.decode_latents(sample)})
+    latents = tf1.placeholder(tf.float32, shape=[None, vae.num_latents], name="latent_vectors")
+    hub.add_signature(name="decoder", inputs={"latent_vectors": latents},
+                      outputs={"images": vae.decode_latents(latents)})
+    weight_names[:] = [w.name.split(":")[0] for w in model_weights(vae)]
+
+  return module_fn
+
+
+def export_tfhub(vae, image_shape, export_path):
+  """Writes `vae` as a TF1 Hub module at `export_path` (atomically)."""
+  weight_names = []
+  spec = hub.create_module_spec(
+      _module_fn_for(vae.get_config(), image_shape, weight_names),
+      tags_and_args=[({"train"}, {"is_training": True}), (set(), {"is_training": False})])
+  values = [w.numpy() for w in model_weights(vae)]
+  with tf.Graph().as_default():
+    module = hub.Module(spec, trainable=True, tags={"train"})
+    targets = [module.variable_map[name] for name in weight_names]
+    for name, target, value in zip(weight_names, targets, values):
+      if tuple(target.shape) != value.shape:
+        raise ValueError(f"export: module variable {name} has shape {target.shape}, the trained "
+                         f"weight {value.shape}")
+    feeds = [tf1.placeholder(target.dtype.base_dtype, target.shape) for target in targets]
+    assign = [tf1.assign(target, feed) for target, feed in zip(targets, feeds)]
+    with tf1.Session() as session:
+      session.run(tf1.global_variables_initializer())
+      session.run(assign, feed_dict=dict(zip(feeds, values)))
+      with atomic_directory(export_path) as tmp:
+        module.export(tmp, session)
+
+
+def write_results(results_dir, results_dict):
+  """dlib's `update_result_directory(results_dir, "train", ...)`, atomically.
+
+  It saves the operative gin config (which holds `dataset.name`) as `gin/train.gin`.
+  """
+  from disentanglement_lib.utils import results  # pylint: disable=g-import-not-at-top
+  with atomic_directory(results_dir) as tmp:
+    results.update_result_directory(tmp, "train", dict(results_dict))

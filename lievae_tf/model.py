@@ -1,0 +1,230 @@
+"""The Commutative Lie Group VAE as a Keras model (MODEL_SPEC, "One training step").
+
+`loss_terms` is the model's loss as equations, for given images and reparameterisation noise;
+`train_step` / `test_step` draw the randomness and keep a `Mean` tracker per term, so that `fit`,
+callbacks and `tf.distribute` work unchanged.
+
+Randomness in a step (the reparameterisation noise and the one Bernoulli draw that picks the
+reconstruction path) is stateless, a pure function of (`seed`, optimizer step): every replica
+makes the same path choice, and a resumed run draws what an uninterrupted one would have.
+"""
+
+import gin
+import tensorflow as tf
+
+from lievae_tf import lie_group
+from lievae_tf import networks
+from lievae_tf.errors import UserError
+
+RECONSTRUCTION_LOSSES = ("bce", "l2")
+
+# Loss terms tracked in training and evaluation, in the order they are reported. The KL of each
+# latent (`kl_<i>`) follows them.
+LOSS_TERMS = ("loss", "recon_loss", "beta_kl", "total_kl", "group_loss", "gfeat_rec_loss",
+              "hessian_loss", "commute_loss", "group_feats_mse")
+
+
+@gin.configurable("LieGroupVAE", denylist=["num_channels", "seed"])
+class LieGroupVAE(tf.keras.Model):
+  """Commutative Lie Group VAE (Zhu, Xu & Tao, ICML 2021).
+
+  Args:
+    num_channels: image channels (1 for dSprites, 3 for 3DShapes); set from the dataset.
+    subgroup_sizes: group-feature size s_i of each subgroup, each a perfect square m_i**2.
+    subspace_sizes: number of latents d_i of each subgroup; D = sum(subspace_sizes).
+    lie_alg_init_scale: std of the normal init of the Lie algebra basis.
+    hy_hes: weight of the Hessian penalty.
+    hy_rec: weight of the group-feature reconstruction loss ||gE - gG||^2.
+    hy_commute: weight of the commutator penalty.
+    forward_eg_prob: probability that a training step reconstructs from the encoder's group
+      features gE instead of from the exponential map of z (one draw per step).
+    recons_loss_type: 'bce' (sigmoid cross-entropy, dSprites) or 'l2' (3DShapes).
+    beta: weight of the KL term.
+    capacity: if set, the KL target C of the capacity schedule |KL - min(C step / T, C)|.
+    capacity_leadin: T, steps over which the capacity grows to C.
+    no_exp: replace the exponential map by an MLP (the paper's ablation).
+    seed: seed of the per-step randomness; set from `model.random_seed`.
+  """
+
+  def __init__(self,
+               num_channels=1,
+               subgroup_sizes=(100,),
+               subspace_sizes=(10,),
+               lie_alg_init_scale=0.001,
+               hy_hes=40.0,
+               hy_rec=0.1,
+               hy_commute=0.0,
+               forward_eg_prob=0.2,
+               recons_loss_type="bce",
+               beta=1.0,
+               capacity=None,
+               capacity_leadin=100000,
+               no_exp=False,
+               seed=0,
+               name="lie_group_vae",
+               **kwargs):
+    super().__init__(name=name, **kwargs)
+    if recons_loss_type not in RECONSTRUCTION_LOSSES:
+      raise UserError(f"recons_loss_type {recons_loss_type!r} is not one of "
+                      f"{RECONSTRUCTION_LOSSES}: use 'bce' for binary images (dSprites) or 'l2'.")
+    if not 0.0 <= forward_eg_prob <= 1.0:
+      raise UserError(f"forward_eg_prob {forward_eg_prob!r} is not a probability in [0, 1].")
+    if capacity is not None and capacity_leadin <= 0:
+      raise UserError(f"capacity_leadin {capacity_leadin!r} must be a positive number of steps.")
+    self.config = dict(
+        num_channels=num_channels, subgroup_sizes=list(subgroup_sizes),
+        subspace_sizes=list(subspace_sizes), lie_alg_init_scale=lie_alg_init_scale,
+        hy_hes=hy_hes, hy_rec=hy_rec, hy_commute=hy_commute, forward_eg_prob=forward_eg_prob,
+        recons_loss_type=recons_loss_type, beta=beta, capacity=capacity,
+        capacity_leadin=capacity_leadin, no_exp=no_exp, seed=seed)
+    self.num_latents = sum(subspace_sizes)
+    self.encoder = networks.GroupEncoder(subgroup_sizes, subspace_sizes, name="encoder")
+    # The basis exists with no_exp too, as in the reference: its penalties still enter the loss.
+    self.exp_map = lie_group.ExponentialMap(subgroup_sizes, subspace_sizes, lie_alg_init_scale,
+                                            name="exp_map")
+    self.fake_exp = (networks.fake_exponential_map(self.num_latents, sum(subgroup_sizes))
+                     if no_exp else None)
+    self.decoder = networks.GroupDecoder(num_channels, name="decoder")
+    self.trackers = {name: tf.keras.metrics.Mean(name=name) for name in LOSS_TERMS}
+    self.trackers.update({f"kl_{i}": tf.keras.metrics.Mean(name=f"kl_{i}")
+                          for i in range(self.num_latents)})
+
+  def get_config(self):
+    return dict(self.config)
+
+  @property
+  def metrics(self):
+    return list(self.trackers.values())
+
+  # The model's parts, named as in the paper.
+
+  def encode(self, images):
+    """images -> (group features gE, mu, logvar)."""
+    return self.encoder(images)
+
+  def group_map(self, z):
+    """z -> the decoder's group features gG (the exponential map, or the no_exp MLP)."""
+    return self.fake_exp(z) if self.fake_exp is not None else self.exp_map(z)
+
+  def decode(self, group_feats):
+    """Group features -> image logits."""
+    return self.decoder(group_feats)
+
+  def decode_latents(self, z):
+    return self.decode(self.group_map(z))
+
+  def call(self, images):
+    """Deterministic reconstruction logits, decoded from z = mu."""
+    _, mu, _ = self.encode(images)
+    return self.decode_latents(mu)
+
+  # The loss, as equations.
+
+  def reconstruction_loss(self, logits, images):
+    """Summed over pixels and channels, averaged over the batch."""
+    if self.config["recons_loss_type"] == "bce":
+      per_pixel = tf.nn.sigmoid_cross_entropy_with_logits(labels=images, logits=logits)
+    else:
+      per_pixel = tf.square(tf.sigmoid(logits) - images)
+    return tf.reduce_mean(tf.reduce_sum(per_pixel, axis=[1, 2, 3]))
+
+  def beta_kl(self, total_kl, step):
+    beta, capacity = self.config["beta"], self.config["capacity"]
+    if capacity is None:
+      return beta * total_kl
+    target = tf.minimum(capacity * tf.cast(step, tf.float32) / self.config["capacity_leadin"],
+                        capacity)
+    return beta * tf.abs(total_kl - target)
+
+  def loss_terms(self, images, noise, use_eg_path=False, step=0):
+    """Every quantity of one step for given images and reparameterisation noise.
+
+    Args:
+      images: (B, 64, 64, nc) in [0, 1].
+      noise: (B, D) standard normal noise; zeros give z = mu (evaluation).
+      use_eg_path: bool or scalar bool tensor: reconstruct from the encoder's group features gE
+        instead of from gG = expmap(z). Only the chosen decoder pass is computed.
+      step: training step, for the capacity schedule.
+
+    Returns:
+      dict with mu, logvar, z, group_feats_E, group_feats_G, logits, kl_per_latent and the loss
+      terms of LOSS_TERMS (hessian_loss and commute_loss unweighted).
+    """
+    group_feats_e, mu, logvar = self.encode(images)
+    z = mu + tf.exp(logvar / 2) * noise
+    group_feats_g = self.group_map(z)
+    if isinstance(use_eg_path, bool):
+      logits = self.decode(group_feats_e if use_eg_path else group_feats_g)
+    else:
+      # The decode sits inside the branches so that the unused pass is neither run nor
+      # back-propagated through.
+      logits = tf.cond(use_eg_path, lambda: self.decode(group_feats_e),
+                       lambda: self.decode(group_feats_g))
+    recon_loss = self.reconstruction_loss(logits, images)
+
+    kl_per_dim = -0.5 * (1.0 + logvar - tf.square(mu) - tf.exp(logvar))
+    total_kl = tf.reduce_mean(tf.reduce_sum(kl_per_dim, axis=1))
+    beta_kl = self.beta_kl(total_kl, step)
+
+    squared_diff = tf.square(group_feats_e - group_feats_g)
+    gfeat_rec_loss = tf.reduce_mean(tf.reduce_sum(squared_diff, axis=1))
+    hessian_loss, commute_loss = lie_group.group_penalties(self.exp_map.bases)
+    group_loss = (self.config["hy_rec"] * gfeat_rec_loss + self.config["hy_hes"] * hessian_loss +
+                  self.config["hy_commute"] * commute_loss)
+    return dict(
+        mu=mu, logvar=logvar, z=z, group_feats_E=group_feats_e, group_feats_G=group_feats_g,
+        logits=logits, kl_per_latent=tf.reduce_mean(kl_per_dim, axis=0),
+        loss=recon_loss + beta_kl + group_loss, recon_loss=recon_loss, beta_kl=beta_kl,
+        total_kl=total_kl, group_loss=group_loss, gfeat_rec_loss=gfeat_rec_loss,
+        hessian_loss=hessian_loss, commute_loss=commute_loss,
+        group_feats_mse=tf.reduce_mean(squared_diff))
+
+  # Keras hooks.
+
+  def _step_randomness(self, images, step):
+    """(noise for this replica's images, whether this step takes the gE path)."""
+    seed = tf.stack([tf.cast(self.config["seed"], tf.int64), tf.cast(step, tf.int64)])
+    use_eg_path = tf.random.stateless_uniform(
+        [], seed=tf.random.experimental.stateless_fold_in(seed, 0)) < self.config[
+            "forward_eg_prob"]
+    # Noise is drawn for the global batch and sliced per replica, so that N replicas of batch
+    # B / N draw exactly the noise one device of batch B draws.
+    context = tf.distribute.get_replica_context()
+    replicas = context.num_replicas_in_sync if context else 1
+    replica = context.replica_id_in_sync_group if context else 0
+    local_batch = tf.shape(images)[0]
+    noise = tf.random.stateless_normal(
+        [local_batch * replicas, self.num_latents],
+        seed=tf.random.experimental.stateless_fold_in(seed, 1))
+    return noise[replica * local_batch:(replica + 1) * local_batch], use_eg_path, replicas
+
+  def train_step(self, images):
+    step = self.optimizer.iterations
+    noise, use_eg_path, replicas = self._step_randomness(images, step)
+    with tf.GradientTape() as tape:
+      terms = self.loss_terms(images, noise, use_eg_path=use_eg_path, step=step)
+      # Replica gradients are summed: scale so N replicas step as one device on the global batch.
+      scaled_loss = terms["loss"] / replicas
+    self.optimizer.minimize(scaled_loss, self.trainable_variables, tape=tape)
+    return self._track(terms)
+
+  def test_step(self, images):
+    terms = self.loss_terms(images, tf.zeros([tf.shape(images)[0], self.num_latents]),
+                            use_eg_path=False, step=self.optimizer.iterations)
+    return self._track(terms)
+
+  def _track(self, terms):
+    for name in LOSS_TERMS:
+      self.trackers[name].update_state(terms[name])
+    for i in range(self.num_latents):
+      self.trackers[f"kl_{i}"].update_state(terms["kl_per_latent"][i])
+    return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+
+def build(model, image_shape):
+  """Creates every variable of `model` by one forward pass through all its parts."""
+  images = tf.zeros([1] + list(image_shape))
+  group_feats, mu, _ = model.encode(images)
+  model.decode(group_feats)
+  model.group_map(mu)
+  return model

@@ -1,0 +1,30 @@
+"""Installs lievae_tf. See README.md: `bash scripts/setup_env.sh` does the whole set-up."""
+
+import glob
+import os
+
+import setuptools
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _requirements(name):
+  with open(os.path.join(_HERE, name)) as f:
+    lines = (line.split("#")[0].strip() for line in f)
+    return [line for line in lines if line]
+
+
+setuptools.setup(
+    name="lievae_tf",
+    version="0.1.0",
+    description=("Commutative Lie Group VAE (Zhu, Xu & Tao, ICML 2021) in TensorFlow 2 / Keras, "
+                 "exported for disentanglement_lib"),
+    packages=setuptools.find_packages(include=["lievae_tf", "lievae_tf.*"]),
+    # Thin absl binaries as in disentanglement_lib's bin/.
+    scripts=sorted(glob.glob("bin/lievae_*")),
+    python_requires=">=3.9,<3.12",
+    # disentanglement-lib 1.5 itself is installed with --no-deps (requirements-dlib.txt): its
+    # metadata pins tensorflow_probability==0.7, which does not import on TF 2.15.
+    install_requires=_requirements("requirements.txt"),
+    extras_require={"test": ["pytest"]},
+)

@@ -1,0 +1,110 @@
+"""The exponential map and the penalties on the Lie algebra (MODEL_SPEC, "Exponential map" and
+"Group losses")."""
+
+import numpy as np
+import pytest
+import scipy.linalg
+import tensorflow as tf
+
+from lievae_tf import lie_group
+from lievae_tf.errors import UserError
+
+
+def _exp_map(subgroup_sizes, subspace_sizes, scale=0.3, seed=0):
+  layer = lie_group.ExponentialMap(subgroup_sizes, subspace_sizes, init_scale=scale)
+  rng = np.random.default_rng(seed)
+  for basis in layer.bases:
+    basis.assign(rng.normal(0, scale, basis.shape).astype(np.float32))
+  return layer
+
+
+def test_exponential_map_matches_scipy_row_major_per_subgroup():
+  layer = _exp_map([9, 16], [2, 3])
+  z = np.random.default_rng(1).normal(size=(4, 5)).astype(np.float32)
+  features = layer(z).numpy()
+  assert features.shape == (4, 25)
+  bases = [b.numpy().astype(np.float64) for b in layer.bases]
+  for b in range(4):
+    first = scipy.linalg.expm(np.einsum("d,dmn->mn", z[b, :2], bases[0]))
+    second = scipy.linalg.expm(np.einsum("d,dmn->mn", z[b, 2:], bases[1]))
+    expected = np.concatenate([first.reshape(-1), second.reshape(-1)])  # row-major
+    np.testing.assert_allclose(features[b], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_exponential_map_of_zero_is_identity():
+  layer = _exp_map([100], [10])
+  np.testing.assert_allclose(layer(np.zeros((2, 10), np.float32)).numpy(),
+                             np.tile(np.eye(10).reshape(1, -1), (2, 1)), atol=1e-7)
+
+
+def test_exponential_map_gradient_matches_numerical_gradient():
+  layer = _exp_map([9], [3], scale=0.5)
+  z = tf.constant(np.random.default_rng(2).normal(size=(2, 3)), tf.float64)
+  basis = tf.cast(layer.bases[0], tf.float64)
+
+  def f(z, basis):
+    return tf.reshape(tf.linalg.expm(lie_group.lie_algebra_element(z, basis)), [2, 9])
+
+  theoretical, numerical = tf.test.compute_gradient(f, [z, basis])
+  for t, n in zip(theoretical, numerical):
+    np.testing.assert_allclose(t, n, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("subgroups, subspaces, words", [
+    ([99], [10], ["99", "not a perfect square"]),
+    ([100, 50], [5, 5], ["50", "not a perfect square"]),
+    ([100], [5, 5], ["different lengths", "[100]", "[5, 5]"]),
+    ([], [], ["empty"]),
+    ([100], [0], ["0", "positive integer"]),
+])
+def test_bad_subgroup_layouts_are_clear_errors(subgroups, subspaces, words):
+  with pytest.raises(UserError) as error:
+    lie_group.ExponentialMap(subgroups, subspaces)
+  for word in words:
+    assert word in str(error.value)
+
+
+# Hand-built bases with known products: E12 = [[0,1],[0,0]], E21 = [[0,0],[1,0]].
+E12 = np.array([[0.0, 1.0], [0.0, 0.0]], np.float32)
+E21 = np.array([[0.0, 0.0], [1.0, 0.0]], np.float32)
+
+
+def test_hessian_penalty_of_hand_built_basis():
+  # E21 E12 = diag(0, 1) and E12 E21 = diag(1, 0): each off-diagonal pair has ||.||^2 = 1, so
+  # the mean over the 2*2 pairs (the zeroed diagonal included) is 2 / 4.
+  assert lie_group.hessian_penalty(tf.constant([E12, E21])).numpy() == pytest.approx(0.5)
+  # 2 * E12 scales each product by 2, its square norm by 4.
+  assert lie_group.hessian_penalty(tf.constant([2 * E12, E21])).numpy() == pytest.approx(2.0)
+
+
+def test_hessian_penalty_ignores_a_matrix_times_itself():
+  # E12 E12 = 0 and the diagonal is zeroed anyway: a single rotation generator J with J J = -I
+  # paired with the zero matrix gives 0.
+  rotation = np.array([[0.0, -1.0], [1.0, 0.0]], np.float32)
+  assert lie_group.hessian_penalty(tf.constant([rotation, np.zeros_like(rotation)])).numpy() == 0
+
+
+def test_commutator_penalty_is_the_papers_bracket():
+  # [E12, E21] = diag(1, -1): ||.||^2 = 2 for (j, k) and for (k, j): mean 4 / 4 = 1.
+  assert lie_group.commutator_penalty(tf.constant([E12, E21])).numpy() == pytest.approx(1.0)
+  # Commuting matrices (diagonal ones) have no commutator, though their products are not zero.
+  commuting = tf.constant([np.diag([1.0, 2.0]), np.diag([3.0, -1.0])], tf.float32)
+  assert lie_group.commutator_penalty(commuting).numpy() == pytest.approx(0.0)
+  assert lie_group.hessian_penalty(commuting).numpy() == pytest.approx((9 + 4) * 2 / 4)
+
+
+def test_commutator_penalty_differs_from_the_reference_codes_transpose_form():
+  # The reference code computes ||A_k A_j - (A_k A_j)^T||^2; for symmetric products it is 0
+  # while the paper's bracket is not: a = [[1,1],[0,1]], b = a^T.
+  a = np.array([[1.0, 1.0], [0.0, 1.0]], np.float32)
+  penalty = lie_group.commutator_penalty(tf.constant([a, a.T])).numpy()
+  bracket = a @ a.T - a.T @ a
+  assert penalty == pytest.approx(2 * np.sum(bracket**2) / 4)
+  assert penalty > 0
+
+
+def test_group_penalties_skip_single_latent_subgroups():
+  bases = [tf.constant([E12, E21]), tf.constant([E12 + E21])]
+  hessian, commute = lie_group.group_penalties(bases)
+  assert hessian.numpy() == pytest.approx(0.5)
+  assert commute.numpy() == pytest.approx(1.0)

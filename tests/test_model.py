@@ -1,0 +1,193 @@
+"""LieGroupVAE against MODEL_SPEC's equations, on tiny fixed inputs."""
+
+import numpy as np
+import pytest
+import scipy.linalg
+import tensorflow as tf
+
+from lievae_tf import model as model_lib
+from lievae_tf import train
+from lievae_tf.errors import UserError
+
+
+def make_model(num_channels=1, subgroup_sizes=(9, 16), subspace_sizes=(2, 3), basis_scale=0.2,
+               seed=0, **kwargs):
+  tf.keras.utils.set_random_seed(seed)
+  vae = model_lib.LieGroupVAE(num_channels=num_channels, subgroup_sizes=subgroup_sizes,
+                              subspace_sizes=subspace_sizes, seed=seed, **kwargs)
+  model_lib.build(vae, [64, 64, num_channels])
+  # A basis scale well above the published 0.001 so that the penalties are not ~0.
+  rng = np.random.default_rng(seed)
+  for basis in vae.exp_map.bases:
+    basis.assign(rng.normal(0, basis_scale, basis.shape).astype(np.float32))
+  # Larger mean and log-variance outputs than at init, so that the KL is far from 0 and float32
+  # cancellation in 1 + logvar - exp(logvar) does not dominate the comparison.
+  for head in vae.encoder.to_means + vae.encoder.to_logvars:
+    head.layers[-1].kernel.assign(head.layers[-1].kernel * 30.0)
+  return vae
+
+
+def fixed_images(batch=3, channels=1, seed=0):
+  rng = np.random.default_rng(seed)
+  return (rng.uniform(size=(batch, 64, 64, channels)) > 0.7).astype(np.float32)
+
+
+def fixed_noise(batch=3, latents=5, seed=1):
+  return np.random.default_rng(seed).normal(size=(batch, latents)).astype(np.float32)
+
+
+def _sigmoid(x):
+  return 1.0 / (1.0 + np.exp(-x))
+
+
+def test_architecture_has_the_reference_layer_sizes():
+  vae = make_model(num_channels=3, subgroup_sizes=[100], subspace_sizes=[10])
+  shapes = [tuple(w.shape) for w in vae.trainable_weights]
+  assert shapes == [
+      # encoder convs 4x4 stride 2: nc->32->32->64->64, then 1024->256->G
+      (4, 4, 3, 32), (32,), (4, 4, 32, 32), (32,), (4, 4, 32, 64), (64,), (4, 4, 64, 64), (64,),
+      (1024, 256), (256,), (256, 100), (100,),
+      # per-subgroup mean and logvar heads: s -> 4s -> d
+      (100, 400), (400,), (400, 10), (10,), (100, 400), (400,), (400, 10), (10,),
+      # one 10x10 Lie algebra basis matrix per latent
+      (10, 10, 10),
+      # decoder: G->256->1024, transposed convs 64->64->32->32->nc
+      (100, 256), (256,), (256, 1024), (1024,), (4, 4, 64, 64), (64,), (4, 4, 32, 64), (32,),
+      (4, 4, 32, 32), (32,), (4, 4, 3, 32), (3,),
+  ]
+  logits = vae(fixed_images(2, 3))
+  assert logits.shape == (2, 64, 64, 3)
+
+
+def test_basis_initialised_with_the_given_scale():
+  tf.keras.utils.set_random_seed(0)
+  vae = model_lib.LieGroupVAE(subgroup_sizes=[400], subspace_sizes=[10], lie_alg_init_scale=0.001)
+  model_lib.build(vae, [64, 64, 1])
+  assert np.std(vae.exp_map.bases[0].numpy()) == pytest.approx(0.001, rel=0.05)
+
+
+@pytest.mark.parametrize("recons_loss_type", ["bce", "l2"])
+def test_loss_terms_follow_the_equations(recons_loss_type):
+  vae = make_model(hy_hes=3.0, hy_rec=0.5, hy_commute=2.0, beta=1.5,
+                   recons_loss_type=recons_loss_type)
+  images, noise = fixed_images(), fixed_noise()
+  t = {k: np.asarray(v, np.float64) for k, v in vae.loss_terms(images, noise).items()}
+
+  mu, logvar = t["mu"], t["logvar"]
+  z = mu + np.exp(logvar / 2) * noise
+  np.testing.assert_allclose(t["z"], z, rtol=1e-6)
+  # gG: expm of each subgroup's sum_j z_j A_j, flattened row-major.
+  bases = [b.numpy().astype(np.float64) for b in vae.exp_map.bases]
+  for b in range(3):
+    expected = np.concatenate([
+        scipy.linalg.expm(np.einsum("d,dmn->mn", z[b, :2], bases[0])).ravel(),
+        scipy.linalg.expm(np.einsum("d,dmn->mn", z[b, 2:], bases[1])).ravel()])
+    np.testing.assert_allclose(t["group_feats_G"][b], expected, rtol=1e-5, atol=1e-6)
+  # The path used by default decodes gG.
+  np.testing.assert_allclose(t["logits"], vae.decode(t["group_feats_G"].astype(np.float32)),
+                             rtol=1e-5, atol=1e-5)
+
+  logits = t["logits"]
+  if recons_loss_type == "bce":
+    per_pixel = np.maximum(logits, 0) - logits * images + np.log1p(np.exp(-np.abs(logits)))
+  else:
+    per_pixel = (_sigmoid(logits) - images)**2
+  recon = per_pixel.sum(axis=(1, 2, 3)).mean()
+  kl = -0.5 * (1 + logvar - mu**2 - np.exp(logvar))
+  gfeat_rec = ((t["group_feats_E"] - t["group_feats_G"])**2).sum(axis=1).mean()
+
+  def products(a):  # P[j, k] = A_k A_j, diagonal zeroed
+    p = np.einsum("kab,jbc->jkac", a, a)
+    p[np.arange(len(a)), np.arange(len(a))] = 0
+    return p
+
+  hessian = sum((products(a)**2).sum(axis=(2, 3)).mean() for a in bases)
+  commute = sum(((np.einsum("jab,kbc->jkac", a, a) - np.einsum("kab,jbc->jkac", a, a))**2)
+                .sum(axis=(2, 3)).mean() for a in bases)
+  expected = dict(recon_loss=recon, total_kl=kl.sum(axis=1).mean(), kl_per_latent=kl.mean(axis=0),
+                  beta_kl=1.5 * kl.sum(axis=1).mean(), gfeat_rec_loss=gfeat_rec,
+                  hessian_loss=hessian, commute_loss=commute,
+                  group_loss=0.5 * gfeat_rec + 3.0 * hessian + 2.0 * commute)
+  expected["loss"] = expected["recon_loss"] + expected["beta_kl"] + expected["group_loss"]
+  for name, value in expected.items():
+    np.testing.assert_allclose(t[name], value, rtol=2e-5, err_msg=name)
+  assert hessian > 1e-4 and commute > 1e-4  # the penalties are really exercised
+
+
+def test_zero_noise_gives_z_equal_mu():
+  vae = make_model()
+  t = vae.loss_terms(fixed_images(), np.zeros((3, 5), np.float32))
+  np.testing.assert_array_equal(t["z"], t["mu"])
+
+
+def test_eg_path_decodes_the_encoders_group_features():
+  vae = make_model()
+  images, noise = fixed_images(), fixed_noise()
+  eg = vae.loss_terms(images, noise, use_eg_path=True)
+  gg = vae.loss_terms(images, noise, use_eg_path=False)
+  np.testing.assert_allclose(eg["logits"], vae.decode(eg["group_feats_E"]), rtol=1e-5, atol=1e-5)
+  assert not np.allclose(eg["recon_loss"], gg["recon_loss"])
+  # Tensor-valued choice (as in train_step) gives the same as the Python one.
+  eg_tensor = vae.loss_terms(images, noise, use_eg_path=tf.constant(True))
+  np.testing.assert_allclose(eg_tensor["recon_loss"], eg["recon_loss"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("probability, use_eg_path", [(0.0, False), (1.0, True)])
+def test_train_step_takes_the_path_its_probability_says(probability, use_eg_path):
+  vae = make_model(forward_eg_prob=probability)
+  vae.compile(optimizer=train.make_optimizer())
+  images = tf.constant(fixed_images(4))
+  noise, _, _ = vae._step_randomness(images, tf.constant(0, tf.int64))  # what step 0 draws
+  expected = vae.loss_terms(images, noise, use_eg_path=use_eg_path)
+  other = vae.loss_terms(images, noise, use_eg_path=not use_eg_path)
+  logs = vae.train_step(images)
+  assert float(logs["recon_loss"]) == pytest.approx(float(expected["recon_loss"]), abs=1e-3)
+  assert float(logs["loss"]) == pytest.approx(float(expected["loss"]), abs=1e-3)
+  assert abs(float(expected["recon_loss"]) - float(other["recon_loss"])) > 0.1
+
+
+def test_one_path_draw_per_step_at_the_configured_rate():
+  vae = make_model(forward_eg_prob=0.2, seed=3)
+  images = tf.zeros([2, 64, 64, 1])
+  draws = [bool(vae._step_randomness(images, tf.constant(s, tf.int64))[1]) for s in range(1000)]
+  assert 0.16 < np.mean(draws) < 0.24
+  # A pure function of (seed, step): the same step draws the same again.
+  assert draws[:50] == [bool(vae._step_randomness(images, tf.constant(s, tf.int64))[1])
+                        for s in range(50)]
+
+
+def test_capacity_schedule():
+  vae = make_model(beta=2.0, capacity=10.0, capacity_leadin=100)
+  images, noise = fixed_images(), fixed_noise()
+  at_0 = vae.loss_terms(images, noise, step=0)
+  at_50 = vae.loss_terms(images, noise, step=50)
+  at_500 = vae.loss_terms(images, noise, step=500)
+  kl = float(at_0["total_kl"])
+  assert float(at_0["beta_kl"]) == pytest.approx(2.0 * abs(kl - 0.0), rel=1e-5)
+  assert float(at_50["beta_kl"]) == pytest.approx(2.0 * abs(kl - 5.0), rel=1e-5)
+  assert float(at_500["beta_kl"]) == pytest.approx(2.0 * abs(kl - 10.0), rel=1e-5)
+
+
+def test_no_exp_replaces_the_exponential_map_by_an_mlp():
+  vae = make_model(no_exp=True)
+  t = vae.loss_terms(fixed_images(), fixed_noise())
+  np.testing.assert_allclose(t["group_feats_G"], vae.fake_exp(t["z"]), rtol=1e-6)
+  assert float(t["hessian_loss"]) > 0  # the (unused) basis is still penalised, as in the reference
+  assert vae.fake_exp.layers[0].units == 4 * 5 and vae.fake_exp.layers[1].units == 9 + 16
+
+
+def test_optimizer_is_adam_with_pytorch_defaults():
+  optimizer = train.make_optimizer()
+  assert isinstance(optimizer, tf.keras.optimizers.Adam)
+  assert float(optimizer.learning_rate) == pytest.approx(1e-4)
+  assert optimizer.epsilon == pytest.approx(1e-8)
+  assert (optimizer.beta_1, optimizer.beta_2) == (0.9, 0.999)
+
+
+def test_bad_model_settings_are_clear_errors():
+  with pytest.raises(UserError, match="recons_loss_type 'mse'"):
+    model_lib.LieGroupVAE(recons_loss_type="mse")
+  with pytest.raises(UserError, match="forward_eg_prob 1.5"):
+    model_lib.LieGroupVAE(forward_eg_prob=1.5)
+  with pytest.raises(UserError, match="not a perfect square"):
+    model_lib.LieGroupVAE(subgroup_sizes=[10], subspace_sizes=[2])

@@ -1,0 +1,133 @@
+"""The main job on the embedded default: the whole pipeline a researcher runs, on synthetic data.
+
+SYNTHETIC dSprites-format data -> `lievae_train` -> the stock `dlib_postprocess` (mean) ->
+`dlib_evaluate` (MIG, FactorVAE, DCI with sizes bound down for a CPU) -> `dlib_aggregate_results`
+-> a table of the scores. Every step is the real command, run as a subprocess.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+from lievae_tf import synthetic_data
+from lievae_tf.errors import UserError
+
+REPO_GIN_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "gin_configs")
+QUICKSTART_GRID = (1, 3, 6, 10, 8, 8)  # 11,520 images: shape x scale x orientation x posX x posY
+
+# metric -> (dlib config name, bindings that make it fit a 2-core CPU in seconds, score key)
+METRICS = {
+    "mig": ("mig", [], "discrete_mig"),
+    "factor_vae": ("factor_vae_metric", [
+        "factor_vae_score.num_variance_estimate = 5000", "factor_vae_score.num_train = 1000",
+        "factor_vae_score.num_eval = 500"
+    ], "eval_accuracy"),
+    "dci": ("dci", ["dci.num_train = 1000", "dci.num_test = 500"], "disentanglement"),
+}
+
+
+def dlib_config_dir():
+  import disentanglement_lib  # pylint: disable=g-import-not-at-top
+  return os.path.join(os.path.dirname(disentanglement_lib.__file__), "config",
+                      "unsupervised_study_v1")
+
+
+def _command(name):
+  """The console script `name` of this environment."""
+  path = os.path.join(os.path.dirname(sys.executable), name)
+  return [path] if os.path.exists(path) else [name]
+
+
+def _run(args, env, log_path):
+  """Runs a pipeline step, its output to `log_path`; a failure shows the log's tail."""
+  started = time.time()
+  print(f"$ {' '.join(args)}", flush=True)
+  with open(log_path, "w") as log:
+    returncode = subprocess.call(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+  if returncode:
+    with open(log_path) as log:
+      tail = "".join(log.readlines()[-15:])
+    raise UserError(f"{os.path.basename(args[0])} failed (exit {returncode}); its log is "
+                    f"{log_path}:\n{tail}")
+  print(f"  done in {time.time() - started:.0f} s", flush=True)
+
+
+def run(work_dir, gin_configs=None, gin_bindings=(), metrics=tuple(METRICS), overwrite=False,
+        factor_sizes=QUICKSTART_GRID):
+  """Runs the pipeline in `work_dir`; returns {metric: score}."""
+  gin_configs = gin_configs or [os.path.join(REPO_GIN_CONFIGS, "quickstart.gin")]
+  unknown = sorted(set(metrics) - set(METRICS))
+  if unknown:
+    raise UserError(f"unknown metrics {unknown}: choose from {sorted(METRICS)}.")
+  if os.path.exists(work_dir):
+    if not overwrite:
+      raise UserError(f"{work_dir} already exists; pass --overwrite to replace it, or choose "
+                      "another --work_dir.")
+    shutil.rmtree(work_dir)
+  data_dir = os.path.join(work_dir, "data")
+  model_dir = os.path.join(work_dir, "model")
+  logs = os.path.join(work_dir, "logs")
+  os.makedirs(logs)
+  env = dict(os.environ, DISENTANGLEMENT_LIB_DATA=data_dir)
+  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+  path = synthetic_data.write_synthetic_dsprites(data_dir, factor_sizes)
+  print(f"wrote SYNTHETIC dSprites-format data (grid {list(factor_sizes)}) to {path}")
+
+  train = _command("lievae_train") + [f"--model_dir={model_dir}"]
+  train += [f"--gin_config={c}" for c in gin_configs]
+  train += [f"--gin_bindings={b}" for b in gin_bindings]
+  _run(train, env, os.path.join(logs, "train.log"))
+
+  config_dir = dlib_config_dir()
+  representation = os.path.join(model_dir, "postprocessed", "mean")
+  _run(_command("dlib_postprocess") + [
+      f"--model_dir={model_dir}", f"--output_dir={representation}",
+      f"--gin_config={os.path.join(config_dir, 'postprocess_configs', 'mean.gin')}"
+  ], env, os.path.join(logs, "postprocess.log"))
+
+  for metric in metrics:
+    config, bindings, _ = METRICS[metric]
+    evaluate = _command("dlib_evaluate") + [
+        f"--input_dir={representation}",
+        f"--output_dir={os.path.join(model_dir, 'metrics', 'mean', metric)}",
+        f"--gin_config={os.path.join(config_dir, 'metric_configs', config + '.gin')}",
+        f"--gin_bindings=evaluation.name = '{metric}'"
+    ] + [f"--gin_bindings={b}" for b in bindings]
+    _run(evaluate, env, os.path.join(logs, f"evaluate_{metric}.log"))
+
+  aggregated = os.path.join(work_dir, "results.json")
+  _run(_command("dlib_aggregate_results") + [
+      f"--result_file_pattern={os.path.join(model_dir, 'metrics', '*', '*', 'results', 'aggregate', 'evaluation.json')}",
+      f"--output_path={aggregated}"
+  ], env, os.path.join(logs, "aggregate.log"))
+  return read_scores(aggregated)
+
+
+def read_scores(aggregated_json):
+  """{metric name: score} from the JSON that `dlib_aggregate_results` wrote."""
+  from disentanglement_lib.utils import aggregate_results  # pylint: disable=g-import-not-at-top
+  frame = aggregate_results.load_aggregated_json_results(aggregated_json)
+  scores = {}
+  for _, row in frame.iterrows():
+    metric = row["evaluation_config.evaluation.name"].strip("'\"")
+    scores[metric] = float(row[f"evaluation_results.{METRICS[metric][2]}"])
+  return scores
+
+
+def print_report(work_dir, scores):
+  model_dir = os.path.join(work_dir, "model")
+  print("\nScores computed by disentanglement_lib from the exported module "
+        "(SYNTHETIC data, a short run: a pipeline check, not a result):")
+  names = {"mig": "MIG", "factor_vae": "FactorVAE metric", "dci": "DCI disentanglement"}
+  for metric, score in scores.items():
+    print(f"  {names.get(metric, metric):<22} {score:.3f}")
+  print(f"\n  TF-Hub module      {os.path.join(model_dir, 'tfhub')}")
+  print(f"  training results   {os.path.join(model_dir, 'results')}")
+  print(f"  metrics            {os.path.join(model_dir, 'metrics', 'mean')}")
+  print(f"  aggregated         {os.path.join(work_dir, 'results.json')}")
+  print(f"  TensorBoard        tensorboard --logdir {os.path.join(model_dir, 'logs')}")
+  print(f"  logs of each step  {os.path.join(work_dir, 'logs')}")

@@ -1,0 +1,312 @@
+"""Small SYNTHETIC datasets in exactly the file format disentanglement_lib reads.
+
+The real dSprites file (DeepMind's `dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz`)
+cannot be downloaded on every machine. This module draws look-alike sprites
+procedurally and writes them in the same `.npz` layout, under the same file name,
+so that disentanglement_lib's unmodified `DSprites` class (`dataset.name =
+'dsprites_full'`) loads them and the whole pipeline can be exercised end to end.
+
+The images are NOT DeepMind's dSprites: the shapes, sizes and positions only
+resemble them, and scores obtained on this data are not comparable to published
+dSprites results. The file's metadata and a `SYNTHETIC_README.txt` beside it say so.
+
+Factor grid, as in the real file (C order: the last factor, posY, varies fastest,
+so that image index = dot(latents_classes, N / cumprod(sizes))):
+  color        1 value   (1.0)
+  shape        1..3      square, ellipse, heart (values 1., 2., 3.)
+  scale        n values  linspace(0.5, 1, n)
+  orientation  n values  linspace(0, 2*pi, n); like the real file both ends are
+                          included, so the first and last orientations coincide
+  posX, posY   n values  linspace(0, 1, n); posX moves the sprite right (columns),
+                          posY moves it down (rows)
+
+Caveat: disentanglement_lib's `DSprites.factors_num_values` is hard-coded to the
+full sizes [3, 6, 40, 32, 32]; with a smaller grid the sampling (which uses the
+file's `latents_sizes`) is right but that property is not.
+"""
+
+import datetime
+import os
+import tempfile
+
+import numpy as np
+
+DSPRITES_FACTOR_NAMES = ("color", "shape", "scale", "orientation", "posX", "posY")
+DSPRITES_FULL_FACTOR_SIZES = (1, 3, 6, 40, 32, 32)
+DSPRITES_FILENAME = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
+SHAPE_NAMES = ("square", "ellipse", "heart")
+README_FILENAME = "SYNTHETIC_README.txt"
+
+_IMAGE_SIZE = 64
+# A sprite at scale 1 fits, at every orientation, in a disc of this radius (px).
+# Large enough that each of the 6 scale steps (0.1) grows the square's half side
+# by more than a pixel (0.1 * 15 / sqrt(2) = 1.06), so no two scales coincide.
+_SPRITE_RADIUS = 15.0
+# Templates are drawn on a square grid with the sprite centre at its middle (a
+# pixel corner), one pixel of blank border around the disc.
+_TEMPLATE_SIZE = 2 * int(np.ceil(_SPRITE_RADIUS)) + 2
+# Sprite centres (pixel-corner coordinates) run over this range, which keeps the
+# whole template, hence the sprite, inside the 64x64 frame.
+_MIN_CENTRE = _TEMPLATE_SIZE // 2
+_MAX_CENTRE = _IMAGE_SIZE - _TEMPLATE_SIZE // 2
+# Positions are whole-pixel shifts: more values than this would repeat images.
+MAX_POSITION_VALUES = _MAX_CENTRE - _MIN_CENTRE + 1
+
+
+def _square(u, v):
+  # Half side 1/sqrt(2): the corners touch the unit disc when rotated.
+  return np.maximum(np.abs(u), np.abs(v)) <= np.sqrt(0.5)
+
+
+def _ellipse(u, v):
+  # Elongated 2:1 so that orientation visibly changes it.
+  return u**2 + (v / 0.5)**2 <= 1.0
+
+
+def _heart(u, v):
+  # The classic implicit heart (x^2 + y^2 - 1)^3 <= x^2 y^3 has its smallest
+  # enclosing disc at (0, 0.25) with radius 1.25: map the unit disc onto it.
+  x = 1.25 * u
+  y = 1.25 * v + 0.25
+  return (x**2 + y**2 - 1.0)**3 - x**2 * y**3 <= 0.0
+
+
+_SHAPE_FUNCTIONS = (_square, _ellipse, _heart)
+
+
+def _validate_factor_sizes(factor_sizes):
+  """Returns factor_sizes as a tuple of ints, or raises a ValueError naming the bad value."""
+  try:
+    sizes = tuple(factor_sizes)
+  except TypeError:
+    raise ValueError(
+        f"factor_sizes must be a sequence of {len(DSPRITES_FACTOR_NAMES)} integers "
+        f"{DSPRITES_FACTOR_NAMES}, got {factor_sizes!r}") from None
+  if len(sizes) != len(DSPRITES_FACTOR_NAMES):
+    raise ValueError(
+        f"factor_sizes must have {len(DSPRITES_FACTOR_NAMES)} entries "
+        f"{DSPRITES_FACTOR_NAMES}, got {len(sizes)}: {factor_sizes!r}")
+  checked = []
+  for name, size in zip(DSPRITES_FACTOR_NAMES, sizes):
+    # bool is an int subclass but True/False as a size is surely a mistake.
+    if isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, np.integer)):
+      raise ValueError(f"factor size of {name} must be an integer, got {size!r}")
+    checked.append(int(size))
+  color, shape, *others = checked
+  if color != 1:
+    raise ValueError(f"factor size of color must be 1 (dSprites is monochrome), got {color}")
+  if not 1 <= shape <= len(SHAPE_NAMES):
+    raise ValueError(
+        f"factor size of shape must be between 1 and {len(SHAPE_NAMES)} "
+        f"{SHAPE_NAMES}, got {shape}")
+  for name, size in zip(DSPRITES_FACTOR_NAMES[2:], others):
+    if size < 1:
+      raise ValueError(f"factor size of {name} must be at least 1, got {size}")
+  for name, size in zip(DSPRITES_FACTOR_NAMES[4:], checked[4:]):
+    if size > MAX_POSITION_VALUES:
+      raise ValueError(
+          f"factor size of {name} must be at most {MAX_POSITION_VALUES} (the number "
+          f"of distinct whole-pixel positions in a 64x64 image), got {size}")
+  return tuple(checked)
+
+
+def _possible_values(sizes):
+  """The per-factor value arrays of the real file, for the given grid sizes."""
+  _, n_shape, n_scale, n_orient, n_x, n_y = sizes
+  return {
+      "color": np.ones(1),
+      "shape": np.arange(1, n_shape + 1, dtype=np.float64),
+      "scale": np.linspace(0.5, 1.0, n_scale),
+      "orientation": np.linspace(0.0, 2 * np.pi, n_orient),
+      "posX": np.linspace(0.0, 1.0, n_x),
+      "posY": np.linspace(0.0, 1.0, n_y),
+  }
+
+
+def _render_templates(n_shape, scales, orientations):
+  """Binary sprites centred on a small grid: uint8 (n_shape, n_scale, n_orient, T, T)."""
+  # Pixel-centre offsets from the sprite centre, in pixels, with y pointing up.
+  offsets = np.arange(_TEMPLATE_SIZE) + 0.5 - _TEMPLATE_SIZE / 2
+  x = offsets[None, :]
+  y = -offsets[:, None]
+  radius = (scales * _SPRITE_RADIUS)[:, None, None, None]
+  # Exact angles: 2*pi draws exactly as 0 (as in the real file, the two ends of
+  # the orientation range coincide) and quarter turns map the pixel grid onto
+  # itself instead of flipping pixels whose centres lie on an edge.
+  angles = np.mod(orientations, 2 * np.pi)
+  cos = np.round(np.cos(angles), 12)[None, :, None, None]
+  sin = np.round(np.sin(angles), 12)[None, :, None, None]
+  # Sampling the shape at the grid rotated by -theta turns the sprite by +theta
+  # (counter-clockwise on screen).
+  u = (cos * x + sin * y) / radius
+  v = (-sin * x + cos * y) / radius
+  return np.stack([fn(u, v) for fn in _SHAPE_FUNCTIONS[:n_shape]]).astype(np.uint8)
+
+
+def _window_starts(n):
+  """Row/column starts of the sliding window that puts the sprite centre at position i."""
+  centres = np.rint(_MIN_CENTRE + np.linspace(0.0, 1.0, n) * (_MAX_CENTRE - _MIN_CENTRE))
+  top_left = centres.astype(np.int64) - _TEMPLATE_SIZE // 2
+  # The template sits at (64 - T, 64 - T) of the canvas (see render_dsprites), so
+  # a 64x64 window starting at 64 - T - top_left shows it at top_left.
+  return (_IMAGE_SIZE - _TEMPLATE_SIZE) - top_left
+
+
+def render_dsprites(factor_sizes=DSPRITES_FULL_FACTOR_SIZES):
+  """Renders a synthetic dSprites-like grid of images.
+
+  Args:
+    factor_sizes: six ints, the number of values of (color, shape, scale,
+      orientation, posX, posY); color must be 1, shape 1..3, positions at most
+      MAX_POSITION_VALUES.
+
+  Returns:
+    imgs: uint8 (N, 64, 64) with values in {0, 1}, N = prod(factor_sizes), in C
+      order over the factor grid (posY fastest), as in the real file.
+    latents_classes: int64 (N, 6), the factor indices of each image.
+    latents_values: float64 (N, 6), the factor values of each image.
+
+  Raises:
+    ValueError: if factor_sizes is not a valid grid; the message names the value.
+  """
+  sizes = _validate_factor_sizes(factor_sizes)
+  _, n_shape, n_scale, n_orient, n_x, n_y = sizes
+  values = _possible_values(sizes)
+  num_images = int(np.prod(sizes))
+
+  templates = _render_templates(n_shape, values["scale"], values["orientation"])
+  templates = templates.reshape(-1, _TEMPLATE_SIZE, _TEMPLATE_SIZE)
+
+  # Each template becomes an (n_x, n_y) block of consecutive images. Instead of a
+  # loop over positions, put the template in a blank canvas and gather all its
+  # translations at once from a (strided, copy-free) view of every 64x64 window.
+  canvas_size = 2 * _IMAGE_SIZE - _TEMPLATE_SIZE
+  canvas = np.zeros((canvas_size, canvas_size), np.uint8)
+  windows = np.lib.stride_tricks.sliding_window_view(canvas, (_IMAGE_SIZE, _IMAGE_SIZE))
+  rows = _window_starts(n_y)[None, :]  # posY moves the sprite down the rows
+  cols = _window_starts(n_x)[:, None]  # posX moves it right along the columns
+  corner = _IMAGE_SIZE - _TEMPLATE_SIZE
+
+  # np.empty: every pixel is written below, so no need to touch 3 GB twice.
+  imgs = np.empty((num_images, _IMAGE_SIZE, _IMAGE_SIZE), np.uint8)
+  blocks = imgs.reshape(len(templates), n_x, n_y, _IMAGE_SIZE, _IMAGE_SIZE)
+  for block, template in zip(blocks, templates):
+    canvas[corner:_IMAGE_SIZE, corner:_IMAGE_SIZE] = template  # the rest stays blank
+    block[...] = windows[rows, cols]
+
+  latents_classes = np.ascontiguousarray(np.indices(sizes, dtype=np.int64).reshape(6, -1).T)
+  latents_values = np.stack(
+      [values[name][latents_classes[:, i]] for i, name in enumerate(DSPRITES_FACTOR_NAMES)],
+      axis=1)
+  return imgs, latents_classes, latents_values
+
+
+def _metadata(sizes):
+  """The metadata dict of the real file, marked as synthetic."""
+  return {
+      "latents_sizes": np.array(sizes, dtype=np.int64),
+      "latents_names": DSPRITES_FACTOR_NAMES,
+      "latents_possible_values": _possible_values(sizes),
+      "description": (
+          "SYNTHETIC data generated by lievae_tf.synthetic_data, NOT DeepMind's "
+          "dSprites dataset. Procedurally drawn sprites (square, ellipse, heart) "
+          "in the dSprites file format, for testing pipelines where the real file "
+          "is unavailable. Scores on it are not comparable to dSprites results. "
+          f"Factor sizes {tuple(sizes)} for {DSPRITES_FACTOR_NAMES}."),
+      "title": "SYNTHETIC dSprites-format dataset (lievae_tf)",
+      "author": "lievae_tf.synthetic_data (generated, not DeepMind)",
+      "date": datetime.date.today().isoformat(),
+      "version": 1,
+      "synthetic": True,
+  }
+
+
+def _readme_text(path, sizes, num_images):
+  return (
+      "SYNTHETIC DATA - NOT DeepMind's dSprites\n"
+      "=========================================\n\n"
+      f"{os.path.basename(path)} in this directory was generated by\n"
+      "lievae_tf.synthetic_data (bin/lievae_make_data). It has the file name and\n"
+      "format of the real dSprites file so that disentanglement_lib loads it\n"
+      "unchanged, but its images are procedurally drawn look-alikes:\n\n"
+      f"  factors  {', '.join(DSPRITES_FACTOR_NAMES)}\n"
+      f"  sizes    {', '.join(str(s) for s in sizes)}\n"
+      f"  images   {num_images}\n\n"
+      "Use it only to test pipelines; results on it are not comparable to\n"
+      "published dSprites results. Replace it with the real file from\n"
+      "https://github.com/deepmind/dsprites-dataset for real experiments.\n"
+      "Note: disentanglement_lib's DSprites.factors_num_values always reports the\n"
+      "full sizes [3, 6, 40, 32, 32], whatever the grid in this file.\n")
+
+
+def _atomic_write(path, write_fn):
+  """Calls write_fn(binary file) on a temporary file, then renames it to path.
+
+  The temporary file is in the same directory so that os.replace is atomic: an
+  interrupted write never leaves a partial file under the final name.
+  """
+  directory, name = os.path.split(path)
+  fd, tmp_path = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+  try:
+    with os.fdopen(fd, "wb") as f:
+      write_fn(f)
+      f.flush()
+      os.fsync(f.fileno())
+    # mkstemp creates the file 0600; give it the permissions a plain open() would.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)
+    os.replace(tmp_path, path)
+  except BaseException:
+    if os.path.exists(tmp_path):
+      os.remove(tmp_path)
+    raise
+
+
+def dsprites_path(data_root):
+  """Where disentanglement_lib looks for dSprites under data_root."""
+  return os.path.join(os.fspath(data_root), "dsprites", DSPRITES_FILENAME)
+
+
+def write_synthetic_dsprites(data_root, factor_sizes=DSPRITES_FULL_FACTOR_SIZES,
+                             overwrite=False):
+  """Writes a synthetic dSprites file where disentanglement_lib looks for the real one.
+
+  Writes `data_root/dsprites/dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz`
+  (keys imgs, latents_classes, latents_values, metadata, as the real file) and a
+  SYNTHETIC_README.txt beside it. The file is compressed with
+  np.savez_compressed, like the real file: the sparse binary images shrink about
+  a hundredfold (the full grid is tens of MB instead of 3 GB).
+
+  Args:
+    data_root: the directory DISENTANGLEMENT_LIB_DATA will point to.
+    factor_sizes: six ints, see render_dsprites.
+    overwrite: replace an existing file at that path.
+
+  Returns:
+    The path of the written .npz file.
+
+  Raises:
+    ValueError: for an invalid data_root or factor_sizes.
+    FileExistsError: if the file exists and overwrite is False.
+  """
+  if data_root is None or not os.fspath(data_root):
+    raise ValueError(f"data_root must be a directory path, got {data_root!r}")
+  sizes = _validate_factor_sizes(factor_sizes)
+  path = dsprites_path(data_root)
+  # Checked before the (possibly long) rendering so that a refusal is immediate.
+  if os.path.exists(path) and not overwrite:
+    raise FileExistsError(
+        f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
+
+  imgs, latents_classes, latents_values = render_dsprites(sizes)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  # A 0-d object array, as in the real file: dlib reads data["metadata"][()].
+  metadata = np.array(_metadata(sizes), dtype=object)
+  _atomic_write(path, lambda f: np.savez_compressed(
+      f, imgs=imgs, latents_classes=latents_classes, latents_values=latents_values,
+      metadata=metadata))
+  readme = _readme_text(path, sizes, len(imgs))
+  _atomic_write(os.path.join(os.path.dirname(path), README_FILENAME),
+                lambda f: f.write(readme.encode("utf-8")))
+  return path

@@ -1,6 +1,7 @@
 """What the `bin/lievae_*` commands share: quiet TF start-up and errors printed as one line."""
 
 import os
+import re
 import sys
 
 from lievae_tf.errors import UserError
@@ -19,7 +20,9 @@ def run(main):
     try:
       return main(argv)
     except UserError as e:
-      print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
+      # gin appends "In call to configurable ..." to exceptions raised under a configurable.
+      message = re.sub(r"\n\s*In call to configurable .*", "", str(e))
+      print(f"{os.path.basename(sys.argv[0])}: error: {message}", file=sys.stderr)
       sys.exit(1)
 
   app.run(guarded_main)

@@ -71,9 +71,16 @@ def _module_fn_for(config, image_shape, weight_names):
 def export_tfhub(vae, image_shape, export_path):
   """Writes `vae` as a TF1 Hub module at `export_path` (atomically)."""
   weight_names = []
-  spec = hub.create_module_spec(
-      _module_fn_for(vae.get_config(), image_shape, weight_names),
-      tags_and_args=[({"train"}, {"is_training": True}), (set(), {"is_training": False})])
+  config = vae.get_config()
+  try:
+    spec = hub.create_module_spec(
+        _module_fn_for(config, image_shape, weight_names),
+        tags_and_args=[({"train"}, {"is_training": True}), (set(), {"is_training": False})])
+  finally:
+    # Keras switches a layer class's base to its TF1 version, for every instance, when the
+    # class is instantiated in a graph (as `module_fn` does), which breaks the eager `vae`.
+    # Instantiating the same classes eagerly switches them back.
+    model_lib.LieGroupVAE(**config)
   values = [w.numpy() for w in model_weights(vae)]
   with tf.Graph().as_default():
     module = hub.Module(spec, trainable=True, tags={"train"})

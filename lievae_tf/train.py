@@ -44,10 +44,10 @@ def parse_gin(gin_config_files=(), gin_bindings=()):
 
 
 def train_with_gin(model_dir, overwrite=False, gin_config_files=None, gin_bindings=None):
-  """Parses the gin configuration, trains, exports, and clears the configuration."""
+  """Parses the gin configuration, trains, exports, clears the configuration; returns the model."""
   parse_gin(gin_config_files or [], gin_bindings or [])
   try:
-    train(model_dir, overwrite)
+    return train(model_dir, overwrite)
   except RuntimeError as e:
     if "Required bindings" in str(e):
       raise UserError(f"gin config: {e}; bind them in a gin file or with --gin_bindings.") from None
@@ -182,15 +182,16 @@ def train(model_dir,
     dataset = strategy.distribute_datasets_from_function(
         data_lib.make_input_fn(ground_truth_data, batch_size, random_seed, start_step))
     summary_writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs", "train"))
-    callbacks = [
-        StopOnNonFiniteLoss(),
-        ScalarLogger(summary_writer, options["log_every"]),
-        PeriodicCheckpoint(manager, options["checkpoint_every"]),
-        ProgressBar(training_steps, start_step, options["log_every"], batch_size),
-    ]
-    vae.fit(dataset, epochs=1, steps_per_epoch=remaining, verbose=0, callbacks=callbacks)
+    scalars = ScalarLogger(summary_writer, options["log_every"])
+    progress = ProgressBar(training_steps, start_step, options["log_every"], batch_size)
+    callbacks = [StopOnNonFiniteLoss(), scalars,
+                 PeriodicCheckpoint(manager, options["checkpoint_every"]), progress]
+    try:
+      vae.fit(dataset, epochs=1, steps_per_epoch=remaining, verbose=0, callbacks=callbacks)
+    finally:
+      progress.bar.close()  # before any error message, not after it
     train_seconds = time.time() - timer
-    final_training_terms = callbacks[1].last_logged
+    final_training_terms = scalars.last_logged
   else:
     train_seconds, final_training_terms = 0.0, {}
   if not (manager.latest_checkpoint or "").endswith(f"-{training_steps}"):
@@ -285,13 +286,16 @@ class ProgressBar(tf.keras.callbacks.Callback):
     interactive = sys.stderr.isatty()
     self.bar = tqdm.tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
                          mininterval=0.5 if interactive else 30.0, desc="lievae_train")
+    self.window_start = None
 
   def on_train_batch_end(self, batch, logs=None):
     self.bar.update(1)
-    if (batch + 1) % self.every == 0:
-      rate = self.bar.format_dict["rate"] or 0.0
-      self.bar.set_postfix(loss=f"{float(logs['loss']):.2f}",
-                           img_s=f"{rate * self.batch_size:.0f}", refresh=False)
+    if self.window_start is None:  # the first step includes tracing: leave it out of the rate
+      self.window_start = (time.time(), batch)
+    elif (batch + 1) % self.every == 0:
+      started, first = self.window_start
+      images_per_second = (batch - first) * self.batch_size / max(time.time() - started, 1e-9)
+      self.bar.set_postfix(loss=f"{float(logs['loss']):.2f}", img_s=f"{images_per_second:.0f}",
+                           refresh=False)
+      self.window_start = (time.time(), batch)
 
-  def on_train_end(self, logs=None):
-    self.bar.close()

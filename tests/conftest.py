@@ -1,0 +1,57 @@
+"""Shared test set-up: a tiny SYNTHETIC dSprites-format dataset, and running the real commands.
+
+disentanglement_lib reads DISENTANGLEMENT_LIB_DATA when its data modules are imported, so it is
+set here, before any test module imports them.
+"""
+
+import atexit
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from lievae_tf import synthetic_data
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GIN_CONFIGS = os.path.join(REPO, "gin_configs")
+BIN = os.path.dirname(sys.executable)  # the environment's console scripts
+
+# 3 shapes x 2 scales x 4 orientations x 4 x 4 positions = 384 images.
+TINY_GRID = (1, 3, 2, 4, 4, 4)
+DATA_ROOT = tempfile.mkdtemp(prefix="lievae_test_data_")
+atexit.register(shutil.rmtree, DATA_ROOT, ignore_errors=True)
+synthetic_data.write_synthetic_dsprites(DATA_ROOT, TINY_GRID)
+os.environ["DISENTANGLEMENT_LIB_DATA"] = DATA_ROOT
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+# A short run of the paper's dSprites setting: the bindings every training test starts from.
+SMALL_RUN = [
+    "model.training_steps = 6",
+    "model.batch_size = 8",
+    "model.eval_steps = 2",
+    "training.checkpoint_every = 3",
+    "training.log_every = 2",
+]
+
+
+def command(name, *args, env=None, timeout=600):
+  """Runs the environment's console script `name`; returns the CompletedProcess."""
+  return subprocess.run([os.path.join(BIN, name), *args], env=env or dict(os.environ),
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def train_args(model_dir, *bindings, config="dsprites.gin"):
+  args = [f"--model_dir={model_dir}", f"--gin_config={os.path.join(GIN_CONFIGS, config)}"]
+  return args + [f"--gin_bindings={b}" for b in list(SMALL_RUN) + list(bindings)]
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(tmp_path_factory):
+  """A model trained and exported by the real `lievae_train` (shared, treat as read-only)."""
+  model_dir = str(tmp_path_factory.mktemp("trained") / "model")
+  result = command("lievae_train", *train_args(model_dir))
+  assert result.returncode == 0, result.stderr[-3000:]
+  return model_dir

@@ -1,0 +1,139 @@
+"""Training: the loss goes down, seeds reproduce, the input pipeline, logs and checkpoints."""
+
+import glob
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
+
+import conftest
+from lievae_tf import data as data_lib
+from lievae_tf import model as model_lib
+from lievae_tf import train
+
+
+def _dsprites():
+  import gin  # pylint: disable=g-import-not-at-top
+  from disentanglement_lib.data.ground_truth import named_data  # pylint: disable=g-import-not-at-top,unused-import
+  gin.clear_config()
+  gin.bind_parameter("dataset.name", "dsprites_full")
+  try:
+    return data_lib.load_ground_truth_data()
+  finally:
+    gin.clear_config()
+
+
+def _elements(input_fn, count, context=None):
+  return [x.numpy() for x in input_fn(context).take(count)]
+
+
+def test_a_few_steps_lower_the_loss():
+  data = _dsprites()
+  images = next(iter(data_lib.make_input_fn(data, 32, seed=0)()))
+  tf.keras.utils.set_random_seed(0)
+  vae = model_lib.LieGroupVAE(num_channels=1, subgroup_sizes=[100], subspace_sizes=[10])
+  model_lib.build(vae, [64, 64, 1])
+  vae.compile(optimizer=train.make_optimizer(learning_rate=1e-3))
+  before = vae.evaluate(images, batch_size=32, verbose=0, return_dict=True)
+  vae.fit(tf.data.Dataset.from_tensors(images).repeat(), steps_per_epoch=25, verbose=0)
+  after = vae.evaluate(images, batch_size=32, verbose=0, return_dict=True)
+  assert after["loss"] < 0.8 * before["loss"]
+  assert after["recon_loss"] < before["recon_loss"]
+
+
+def test_input_pipeline_samples_the_dataset_as_a_function_of_seed_and_step():
+  data = _dsprites()
+  first = _elements(data_lib.make_input_fn(data, 16, seed=7), 4)
+  assert first[0].shape == (16, 64, 64, 1) and first[0].dtype == np.float32
+  # Every image is one of the dataset's.
+  grid = data.images.reshape(len(data.images), -1).astype(np.float32)
+  for image in first[0]:
+    assert np.any(np.all(grid == image.reshape(1, -1), axis=1))
+  # The same seed reads the same; a later start step reads where an earlier run would be.
+  np.testing.assert_array_equal(_elements(data_lib.make_input_fn(data, 16, seed=7), 1)[0],
+                                first[0])
+  resumed = _elements(data_lib.make_input_fn(data, 16, seed=7, start_step=2), 2)
+  np.testing.assert_array_equal(resumed[0], first[2])
+  np.testing.assert_array_equal(resumed[1], first[3])
+  other_seed = _elements(data_lib.make_input_fn(data, 16, seed=8), 1)[0]
+  assert not np.array_equal(other_seed, first[0])
+
+
+def test_replicas_together_read_the_global_batch():
+  data = _dsprites()
+  single = _elements(data_lib.make_input_fn(data, 16, seed=3), 2)
+  two_replicas = tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0,
+                                            num_replicas_in_sync=2)
+  split = _elements(data_lib.make_input_fn(data, 16, seed=3), 4, two_replicas)
+  assert split[0].shape == (8, 64, 64, 1)
+  np.testing.assert_array_equal(np.concatenate(split[:2]), single[0])
+  np.testing.assert_array_equal(np.concatenate(split[2:]), single[1])
+
+
+def test_datasets_without_an_image_grid_use_their_own_sampler():
+  import gin  # pylint: disable=g-import-not-at-top
+  gin.bind_parameter("dataset.name", "noisy_dsprites")
+  try:
+    data = data_lib.load_ground_truth_data()
+  finally:
+    gin.clear_config()
+  assert data_lib.image_grid(data) is None
+  batches = _elements(data_lib.make_input_fn(data, 4, seed=1), 2)
+  assert batches[0].shape == (4, 64, 64, 3)
+  assert not np.array_equal(batches[0], batches[1])
+  np.testing.assert_array_equal(_elements(data_lib.make_input_fn(data, 4, seed=1), 1)[0],
+                                batches[0])
+
+
+def _train(model_dir, *bindings):
+  return train.train_with_gin(
+      model_dir, gin_config_files=[os.path.join(conftest.GIN_CONFIGS, "dsprites.gin")],
+      gin_bindings=conftest.SMALL_RUN + list(bindings))
+
+
+def _logged_scalars(model_dir):
+  (events,) = glob.glob(os.path.join(model_dir, "logs", "train", "events.*"))
+  accumulator = event_accumulator.EventAccumulator(
+      events, size_guidance={event_accumulator.TENSORS: 0})
+  accumulator.Reload()
+  return {tag: [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in
+                accumulator.Tensors(tag)] for tag in accumulator.Tags()["tensors"]}
+
+
+def test_same_seed_reproduces_and_another_seed_differs(tmp_path):
+  runs = {name: _train(str(tmp_path / name), f"model.random_seed = {seed}")
+          for name, seed in (("a", 3), ("b", 3), ("c", 4))}
+  scalars = {name: _logged_scalars(str(tmp_path / name)) for name in runs}
+  assert [s for s, _ in scalars["a"]["loss"]] == [s for s, _ in scalars["b"]["loss"]]
+  assert [v for _, v in scalars["a"]["loss"]] == pytest.approx([v for _, v in scalars["b"]["loss"]],
+                                                               rel=1e-5)
+  for wa, wb in zip(runs["a"].trainable_weights, runs["b"].trainable_weights):
+    np.testing.assert_allclose(wa.numpy(), wb.numpy(), rtol=1e-5, atol=1e-6)
+  assert scalars["a"]["loss"][0][1] != pytest.approx(scalars["c"]["loss"][0][1], rel=1e-6)
+
+
+def test_tensorboard_scalars_and_checkpoints(trained_model_dir):
+  scalars = _logged_scalars(trained_model_dir)
+  expected = set(model_lib.LOSS_TERMS) | {f"kl_{i}" for i in range(10)}
+  assert expected <= set(scalars)
+  assert [step for step, _ in scalars["loss"]] == [2, 4, 6]  # every training.log_every steps
+  checkpoints = tf.train.get_checkpoint_state(os.path.join(trained_model_dir, "tf_checkpoint"))
+  assert [os.path.basename(p) for p in checkpoints.all_model_checkpoint_paths] == [
+      "ckpt-3", "ckpt-6"]
+
+
+def test_results_hold_dataset_name_and_final_metrics(trained_model_dir):
+  from disentanglement_lib.utils import results  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  gin_dict = results.gin_dict(os.path.join(trained_model_dir, "results", "gin", "train.gin"))
+  assert gin_dict["dataset.name"] == "'dsprites_full'"
+  assert gin_dict["LieGroupVAE.hy_hes"] == "40.0"
+  assert gin_dict["model.training_steps"] == "6"
+  with open(os.path.join(trained_model_dir, "results", "aggregate", "train.json")) as f:
+    aggregate = json.load(f)
+  for term in ("loss", "recon_loss", "hessian_loss", "kl_9"):
+    assert np.isfinite(aggregate[f"train_results.train_{term}"])
+    assert np.isfinite(aggregate[f"train_results.eval_{term}"])
+  assert aggregate["train_results.training_steps"] == 6

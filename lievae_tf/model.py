@@ -61,9 +61,9 @@ class LieGroupVAE(tf.keras.Model):
                capacity_leadin=100000,
                no_exp=False,
                seed=0,
-               name="lie_group_vae",
-               **kwargs):
-    super().__init__(name=name, **kwargs)
+               name="lie_group_vae"):
+    # No **kwargs: gin can then reject a misspelt binding by name.
+    super().__init__(name=name)
     if recons_loss_type not in RECONSTRUCTION_LOSSES:
       raise UserError(f"recons_loss_type {recons_loss_type!r} is not one of "
                       f"{RECONSTRUCTION_LOSSES}: use 'bce' for binary images (dSprites) or 'l2'.")

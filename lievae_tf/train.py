@@ -37,7 +37,11 @@ def parse_gin(gin_config_files=(), gin_bindings=()):
     gin.add_config_file_search_path(os.path.dirname(os.path.abspath(path)))
   try:
     gin.parse_config_files_and_bindings(list(gin_config_files), list(gin_bindings))
-  except (ValueError, SyntaxError, KeyError) as e:
+  except SyntaxError as e:
+    where = "--gin_bindings" if e.filename in (None, "<string>") else e.filename
+    raise UserError(f"gin syntax error in {where}, line {e.lineno}: {e.msg}: "
+                    f"{(e.text or '').strip()!r}") from None
+  except (ValueError, KeyError) as e:
     raise UserError(f"gin config: {e}\nCheck the spelling against the configurables of "
                     "gin_configs/*.gin (e.g. LieGroupVAE.hy_hes, model.training_steps, "
                     "dataset.name, training.checkpoint_every).") from None

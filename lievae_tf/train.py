@@ -190,11 +190,12 @@ def train(model_dir,
     progress = ProgressBar(training_steps, start_step, options["log_every"], batch_size)
     callbacks = [StopOnNonFiniteLoss(), scalars,
                  PeriodicCheckpoint(manager, options["checkpoint_every"]), progress]
+    fit_started = time.time()
     try:
       vae.fit(dataset, epochs=1, steps_per_epoch=remaining, verbose=0, callbacks=callbacks)
     finally:
       progress.bar.close()  # before any error message, not after it
-    train_seconds = time.time() - timer
+    train_seconds = time.time() - fit_started
     final_training_terms = scalars.last_logged
   else:
     train_seconds, final_training_terms = 0.0, {}

@@ -58,7 +58,8 @@ class _ArgsUnpickler(pickle.Unpickler):
   """Admits `argparse.Namespace` and plain builtins; any other global is refused."""
 
   _BUILTINS = {"list", "dict", "tuple", "set", "frozenset", "int", "float", "complex", "str",
-               "bool", "bytes", "bytearray", "slice", "range"}
+               "bool", "bytes", "bytearray", "slice", "range",
+               "object"}  # object: protocols 0 and 1 name it for copyreg._reconstructor
 
   def __init__(self, file, path):
     super().__init__(file)

@@ -398,11 +398,17 @@ def import_checkpoint(checkpoint_dir, model_dir, overwrite=False):
     raise UserError(f"{model_dir} already holds a finished model ({train.FINISHED_MARKER} "
                     "exists); nothing was changed. Pass --overwrite to replace it, or choose "
                     "another --model_dir.")
+  elif os.path.isdir(model_dir):
+    export.remove_partial_outputs(model_dir)
+    # Anything else there (an unfinished training run, say) would be mixed with the import.
+    if os.listdir(model_dir):
+      raise UserError(f"{model_dir} is not empty ({', '.join(sorted(os.listdir(model_dir))[:5])})"
+                      "; nothing was changed. Pass --overwrite to replace it, or choose another "
+                      "--model_dir.")
   try:
     os.makedirs(model_dir, exist_ok=True)
   except OSError as e:
     raise UserError(f"cannot create --model_dir {model_dir}: {e.strerror}.") from None
-  export.remove_partial_outputs(model_dir)
 
   gin.clear_config()
   try:

@@ -161,6 +161,16 @@ def test_command_prints_one_line_errors_and_refuses_a_finished_model_dir(checkpo
   assert not os.path.exists(tmp_path / "out")  # nothing is written before the checks pass
 
 
+def test_a_non_empty_model_dir_needs_overwrite(checkpoint, tmp_path):
+  model_dir = tmp_path / "model"
+  (model_dir / "tf_checkpoint").mkdir(parents=True)  # e.g. an unfinished lievae_train run
+  with pytest.raises(UserError, match=r"is not empty \(tf_checkpoint\).*--overwrite"):
+    torch_import.import_checkpoint(checkpoint, str(model_dir))
+  assert os.listdir(model_dir) == ["tf_checkpoint"]
+  torch_import.import_checkpoint(checkpoint, str(model_dir), overwrite=True)
+  assert sorted(os.listdir(model_dir)) == ["results", "tfhub"]
+
+
 # The whole pipeline.
 
 

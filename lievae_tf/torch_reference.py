@@ -41,9 +41,12 @@ def paper_args(dataset="dsprites", **overrides):
   args = dict(
       model=MODEL_NAME, dataset=dataset, epochs=70, batch_size=256, learning_rate=1e-4,
       latents=10, split=0.0, shuffle=True, fixed_shape=None, data_path=None, log_path=None,
-      global_step=None, beta=1.0, capacity=None, capacity_leadin=100000,
+      base_model="beta_celeb", base_model_path=None, load_model=False, global_step=None,
+      beta=1.0, capacity=None, capacity_leadin=100000, visualise=True, metrics=False,
+      end_metrics=True, evaluate=False, eval_dataset=dataset, eval_data_path=None,
       subgroup_sizes_ls=[100], subspace_sizes_ls=[10], lie_alg_init_scale=0.001, hy_hes=40.0,
       hy_rec=0.1, hy_commute=0.0, forward_eg_prob=0.2, recons_loss_type="l2", no_exp=False,
+      factor_vae_gamma=6.4, lambda_d=1, lambda_od=10,
       nc=NUM_CHANNELS.get(dataset, 1), factors=5 if dataset == "dsprites" else 6)
   args.update(overrides)
   args["latents"] = overrides.get("latents", sum(args["subspace_sizes_ls"]))

@@ -133,6 +133,11 @@ def test_every_quantity_of_a_step_agrees(setting, use_eg_path):
 def test_exported_signatures_agree(setting, tmp_path):
   model_dir = str(tmp_path / "imported")
   torch_import.import_checkpoint(setting["checkpoint_dir"], model_dir)
+  with open(f"{model_dir}/results/gin/train.gin") as f:
+    operative = f.read()
+  dataset_name = {"dsprites": "dsprites_full", "shapes3d": "shapes3d"}[setting["dataset"]]
+  assert f"dataset.name = '{dataset_name}'" in operative  # what dlib_postprocess reads
+  assert f"LieGroupVAE.no_exp = {bool(SETTINGS[setting['name']].get('no_exp'))}" in operative
   theirs = torch_terms(setting, use_eg_path=False)
   latents = setting["noise"]  # any latent vectors
   with torch.no_grad():

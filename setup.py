@@ -26,5 +26,7 @@ setuptools.setup(
     # disentanglement-lib 1.5 itself is installed with --no-deps (requirements-dlib.txt): its
     # metadata pins tensorflow_probability==0.7, which does not import on TF 2.15.
     install_requires=_requirements("requirements.txt"),
-    extras_require={"test": ["pytest"]},
+    # torch (CPU build) only for importing the paper's PyTorch checkpoints and the parity tests:
+    # `pip install -e ".[torch]"`. Pinned: an unpinned torch pulls a CUDA build of several GB.
+    extras_require={"test": ["pytest"], "torch": ["torch==2.13.0"]},
 )

@@ -25,8 +25,9 @@ fi
 PIP=(.venv/bin/python -m pip install --disable-pip-version-check -q)
 "${PIP[@]}" -r requirements.txt
 "${PIP[@]}" --no-deps -r requirements-dlib.txt
-"${PIP[@]}" --no-deps -e ".[test]"
-"${PIP[@]}" pytest
+# With its extras' dependencies: pytest, and torch (the CPU build on local disk; the parity tests
+# and lievae_import_torch need it).
+"${PIP[@]}" -e ".[test,torch]"
 # The .pth hook that makes the stock dlib_* commands work on Python 3.11 / TF 2.15.
 .venv/bin/python -c "import lievae_tf.compat as c; c.install_site_hook()"
 echo "$want" > "$stamp"

@@ -1,0 +1,427 @@
+"""Imports the paper code's PyTorch checkpoints into the Keras model and exports them for dlib.
+
+The paper code (CommutativeLieGroupVAE-Pytorch) saves `<log_path>/version_N/checkpoints/`:
+`model.pt`, the `state_dict` of its `LieCeleb`, and `args.pt`, the `argparse.Namespace` of its
+flags. `load_checkpoint` maps every weight onto `LieGroupVAE`; `import_checkpoint` (the
+`lievae_import_torch` command) also writes `model_dir/tfhub` and `model_dir/results` with the
+code `lievae_train` exports with, so that the stock dlib commands score the imported model.
+
+Loading runs no code from the files: `model.pt` goes through `torch.load(weights_only=True)`,
+`args.pt` through an unpickler that admits `argparse.Namespace` and plain builtins only.
+"""
+
+import argparse
+import builtins
+import io
+import os
+import pickle
+import shutil
+import time
+import zipfile
+
+import numpy as np
+
+from lievae_tf.errors import UserError
+
+# The paper code's `--dataset` -> dlib's `dataset.name`.
+DATASET_NAMES = {"dsprites": "dsprites_full", "shapes3d": "shapes3d"}
+NUM_CHANNELS = {"dsprites": 1, "shapes3d": 3}
+PAPER_MODEL = "lie_group"  # the paper code's `--model` of LieCeleb
+# The paper code's defaults (its main.py), for fields an older args.pt may lack.
+PAPER_DEFAULTS = dict(lie_alg_init_scale=0.001, hy_hes=40.0, hy_rec=0.1, hy_commute=0.0,
+                      forward_eg_prob=0.2, recons_loss_type="l2", no_exp=False, beta=1.0,
+                      capacity=None, capacity_leadin=100000)
+IMAGE_SIZE = 64
+
+
+# Reading the files.
+
+
+def checkpoint_files(checkpoint_dir):
+  """(model.pt, args.pt) in `checkpoint_dir`, or in its `checkpoints/` (a `version_N` dir)."""
+  for directory in (checkpoint_dir, os.path.join(checkpoint_dir, "checkpoints")):
+    paths = [os.path.join(directory, name) for name in ("model.pt", "args.pt")]
+    if all(os.path.isfile(p) for p in paths):
+      return paths
+  if not os.path.isdir(checkpoint_dir):
+    raise UserError(f"checkpoint directory {checkpoint_dir} does not exist. Give the paper "
+                    "code's <log_path>/version_N/checkpoints directory.")
+  missing = [name for name in ("model.pt", "args.pt")
+             if not os.path.isfile(os.path.join(checkpoint_dir, name))]
+  raise UserError(
+      f"{checkpoint_dir} has no {' and no '.join(missing)}: a checkpoint of the paper code is a "
+      "directory <log_path>/version_N/checkpoints holding model.pt (the state_dict) and args.pt "
+      "(its argparse.Namespace); both are needed.")
+
+
+class _ArgsUnpickler(pickle.Unpickler):
+  """Admits `argparse.Namespace` and plain builtins; any other global is refused."""
+
+  _BUILTINS = {"list", "dict", "tuple", "set", "frozenset", "int", "float", "complex", "str",
+               "bool", "bytes", "bytearray", "slice", "range",
+               "object"}  # object: protocols 0 and 1 name it for copyreg._reconstructor
+
+  def __init__(self, file, path):
+    super().__init__(file)
+    self.path = path
+
+  def find_class(self, module, name):
+    # Protocol 2, torch.save's, writes Python 2 names for builtins.
+    module = {"__builtin__": "builtins", "copy_reg": "copyreg"}.get(module, module)
+    if (module, name) == ("argparse", "Namespace"):
+      return argparse.Namespace
+    if module == "builtins" and name in self._BUILTINS:
+      return getattr(builtins, name)
+    if (module, name) == ("copyreg", "_reconstructor"):
+      return _namespace_reconstructor
+    raise UserError(
+        f"{self.path} refers to {module}.{name}; only argparse.Namespace and plain builtins are "
+        "admitted, so that loading runs no code. It is not an args.pt written by the paper code "
+        "(torch.save of its argparse Namespace): re-save the Namespace with plain values.")
+
+  def persistent_load(self, pid):
+    raise UserError(f"{self.path} holds tensor data; the paper code's args.pt holds only an "
+                    "argparse.Namespace of plain values.")
+
+
+def _namespace_reconstructor(cls, base, state):
+  """`copyreg._reconstructor` (protocols 0 and 1), for a Namespace only."""
+  if cls is not argparse.Namespace or base is not object:
+    raise UserError(f"args.pt reconstructs {cls!r}: only argparse.Namespace is admitted.")
+  return argparse.Namespace(**(state or {}))
+
+
+def _unpickle(data, path):
+  """Every pickle in `data`, in order (torch's legacy format is several in a row)."""
+  stream = io.BytesIO(data)
+  objects = []
+  while stream.tell() < len(data):
+    objects.append(_ArgsUnpickler(stream, path).load())
+  return objects
+
+
+def read_args(path):
+  """The `argparse.Namespace` in `path`, as `torch.save` writes it (zip or legacy) or pickled."""
+  with open(path, "rb") as f:
+    data = f.read()
+  try:
+    if zipfile.is_zipfile(io.BytesIO(data)):
+      with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        pickles = [n for n in archive.namelist() if n.endswith("data.pkl")]
+        if len(pickles) != 1:
+          raise UserError(f"{path} is a zip archive without the one data.pkl of torch.save.")
+        data = archive.read(pickles[0])
+    objects = _unpickle(data, path)
+  except UserError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except (a corrupt file can fail in many ways)
+    raise UserError(f"{path} is not a readable args.pt ({type(e).__name__}: {e}). It should be "
+                    "the paper code's torch.save of its argparse Namespace.") from None
+  # torch's legacy format: magic number, protocol version, system info, then the object.
+  namespaces = [o for o in objects if isinstance(o, argparse.Namespace)]
+  if not namespaces:
+    raise UserError(f"{path} holds {type(objects[0]).__name__ if objects else 'nothing'}, not "
+                    "the argparse.Namespace of the paper code's flags.")
+  return namespaces[0]
+
+
+def read_state_dict(path):
+  """{key: float32 numpy array} from `model.pt`, through torch's weights-only loader."""
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise UserError("importing PyTorch checkpoints needs torch: pip install -e '.[torch]' "
+                    "(the CPU build torch==2.13.0 is enough).") from None
+  try:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+  except pickle.UnpicklingError as e:
+    first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    raise UserError(
+        f"{path} was refused by torch.load(weights_only=True), which runs no code from the file: "
+        f"{first_line}. The paper code saves model.state_dict() (tensors only) as model.pt; "
+        "re-save a full pickled model as its state_dict.") from None
+  except Exception as e:  # pylint: disable=broad-except
+    raise UserError(f"{path} is not a readable model.pt ({type(e).__name__}: {e}).") from None
+  if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    raise UserError(f"{path} holds a {type(state).__name__}, not a state_dict (a mapping of "
+                    "parameter names to tensors) as the paper code saves.")
+  return {k: v.detach().to(torch.float32).numpy() for k, v in state.items()}
+
+
+def _field(args, name, path):
+  if hasattr(args, name):
+    return getattr(args, name)
+  if name in PAPER_DEFAULTS:
+    return PAPER_DEFAULTS[name]
+  raise UserError(f"{path} has no field {name!r}; the paper code's args.pt always has it. Is "
+                  "this a checkpoint of CommutativeLieGroupVAE-Pytorch?")
+
+
+def config_from_args(args, path="args.pt"):
+  """(LieGroupVAE keyword arguments, dlib dataset name) from the paper code's Namespace."""
+  model = _field(args, "model", path)
+  if model != PAPER_MODEL:
+    raise UserError(
+        f"unsupported model {model!r} (args.model in {path}): lievae_import_torch imports the "
+        f"paper code's Commutative Lie Group VAE (--model={PAPER_MODEL}, class LieCeleb) only. "
+        "Its other models (beta_shapes, beta_celeb, factor_vae, dip_vae_i, ...) have other "
+        "networks.")
+  dataset = _field(args, "dataset", path)
+  if dataset not in DATASET_NAMES:
+    raise UserError(f"dataset {dataset!r} (args.dataset in {path}) has no disentanglement_lib "
+                    f"counterpart here; known: {sorted(DATASET_NAMES)}.")
+  num_channels = getattr(args, "nc", None) or NUM_CHANNELS[dataset]
+  config = dict(num_channels=int(num_channels),
+                subgroup_sizes=[int(s) for s in _field(args, "subgroup_sizes_ls", path)],
+                subspace_sizes=[int(s) for s in _field(args, "subspace_sizes_ls", path)])
+  for name in ("lie_alg_init_scale", "hy_hes", "hy_rec", "hy_commute", "forward_eg_prob",
+               "beta"):
+    config[name] = float(_field(args, name, path))
+  capacity = _field(args, "capacity", path)
+  config.update(recons_loss_type=_field(args, "recons_loss_type", path),
+                capacity=None if capacity is None else float(capacity),
+                capacity_leadin=int(_field(args, "capacity_leadin", path)),
+                no_exp=bool(_field(args, "no_exp", path)))
+  return config, DATASET_NAMES[dataset]
+
+
+# The weight mapping.
+
+
+def _dense(w, b):
+  """Linear (out, in) -> Dense kernel (in, out)."""
+  return [w.T, b]
+
+
+def _conv(w, b):
+  """Conv2d (out, in, h, w) -> Conv2D HWIO. Both are cross-correlations: no flip."""
+  return [w.transpose(2, 3, 1, 0), b]
+
+
+def _deconv(w, b):
+  """ConvTranspose2d (in, out, h, w) -> Conv2DTranspose (h, w, out, in), no spatial flip.
+
+  Both are the adjoint of the same cross-correlation, and torch's padding 1 equals TF's 'same'
+  here (checked numerically by tests/test_torch_parity.py).
+  """
+  return [w.transpose(2, 3, 1, 0), b]
+
+
+def _dense_from_chw(w, b):
+  """The encoder's Linear(1024, 256) after torch's flatten of (64, 4, 4) channels-first; Keras
+  flattens (4, 4, 64): permute the kernel's input rows."""
+  kernel = w.T.reshape(64, 4, 4, -1).transpose(1, 2, 0, 3).reshape(1024, -1)
+  return [kernel, b]
+
+
+def _dense_to_chw(w, b):
+  """The decoder's Linear(256, 1024) before torch's view to (64, 4, 4); Keras reshapes to
+  (4, 4, 64): permute the kernel's output columns and the bias."""
+  kernel = w.T.reshape(-1, 64, 4, 4).transpose(0, 2, 3, 1).reshape(-1, 1024)
+  return [kernel, b.reshape(64, 4, 4).transpose(1, 2, 0).reshape(1024)]
+
+
+def torch_layout(config):
+  """[(torch key prefix, Keras layer getter, converter, (torch weight shape, bias shape))]."""
+  nc = config["num_channels"]
+  groups, latents = config["subgroup_sizes"], config["subspace_sizes"]
+  group_size, num_latents = sum(groups), sum(latents)
+  enc = lambda i: lambda vae: vae.encoder.group_features.layers[i]
+  dec = lambda i: lambda vae: vae.decoder.net.layers[i]
+  layout = [
+      ("encoder.prior_group.0", enc(0), _conv, (32, nc, 4, 4)),
+      ("encoder.prior_group.2", enc(1), _conv, (32, 32, 4, 4)),
+      ("encoder.prior_group.4", enc(2), _conv, (64, 32, 4, 4)),
+      ("encoder.prior_group.6", enc(3), _conv, (64, 64, 4, 4)),
+      ("encoder.prior_group.9", enc(5), _dense_from_chw, (256, 1024)),
+      ("encoder.prior_group.11", enc(6), _dense, (group_size, 256)),
+  ]
+  for i, (s, d) in enumerate(zip(groups, latents)):
+    for torch_name, heads in (("to_means", "to_means"), ("to_logvar", "to_logvars")):
+      layout += [
+          (f"encoder.{torch_name}.{i}.0",
+           (lambda h, i: lambda vae: getattr(vae.encoder, h)[i].layers[0])(heads, i), _dense,
+           (4 * s, s)),
+          (f"encoder.{torch_name}.{i}.2",
+           (lambda h, i: lambda vae: getattr(vae.encoder, h)[i].layers[1])(heads, i), _dense,
+           (d, 4 * s)),
+      ]
+  if config["no_exp"]:
+    layout += [
+        ("decoder.fake_exp.0", lambda vae: vae.fake_exp.layers[0], _dense,
+         (4 * num_latents, num_latents)),
+        ("decoder.fake_exp.2", lambda vae: vae.fake_exp.layers[1], _dense,
+         (group_size, 4 * num_latents)),
+    ]
+  layout += [
+      ("decoder.post_exp.0", dec(0), _dense, (256, group_size)),
+      ("decoder.post_exp.2", dec(1), _dense_to_chw, (1024, 256)),
+      ("decoder.post_exp.5", dec(3), _deconv, (64, 64, 4, 4)),
+      ("decoder.post_exp.7", dec(4), _deconv, (64, 32, 4, 4)),
+      ("decoder.post_exp.9", dec(5), _deconv, (32, 32, 4, 4)),
+      ("decoder.post_exp.11", dec(6), _deconv, (32, nc, 4, 4)),
+  ]
+  return layout
+
+
+def _basis_keys(config):
+  """[(subgroup index, [decoder.lie_alg_basis_ls.k for its latents], m)]."""
+  keys, k = [], 0
+  for i, (s, d) in enumerate(zip(config["subgroup_sizes"], config["subspace_sizes"])):
+    keys.append((i, [f"decoder.lie_alg_basis_ls.{k + j}" for j in range(d)], int(round(s**0.5))))
+    k += d
+  return keys
+
+
+def expected_shapes(config):
+  """{torch state_dict key: shape} of the paper code's LieCeleb with these settings."""
+  shapes = {}
+  for prefix, _, convert, weight_shape in torch_layout(config):
+    # ConvTranspose2d weights are (in, out, h, w); Conv2d and Linear weights (out, in, ...).
+    out_size = weight_shape[1] if convert is _deconv else weight_shape[0]
+    shapes[f"{prefix}.weight"] = tuple(weight_shape)
+    shapes[f"{prefix}.bias"] = (out_size,)
+  for _, keys, m in _basis_keys(config):
+    shapes.update({key: (1, m, m) for key in keys})
+  return shapes
+
+
+def check_state_dict(state, config, path="model.pt"):
+  """Raises a UserError naming every missing or unexpected key and every shape mismatch."""
+  expected = expected_shapes(config)
+  settings = (f"args.pt's settings: nc={config['num_channels']}, "
+              f"subgroup_sizes_ls={config['subgroup_sizes']}, "
+              f"subspace_sizes_ls={config['subspace_sizes']}, no_exp={config['no_exp']}")
+  mismatched = [f"{k}: checkpoint {tuple(state[k].shape)}, expected {shape}"
+                for k, shape in expected.items() if k in state and tuple(state[k].shape) != shape]
+  if mismatched:
+    raise UserError(f"{path}: shape mismatch for {'; '.join(mismatched)} (expected from "
+                    f"{settings}). Is args.pt the one saved with this model.pt?")
+  missing = [k for k in expected if k not in state]
+  if missing:
+    raise UserError(f"{path}: missing keys {missing} (expected from {settings}). Is args.pt "
+                    "the one saved with this model.pt?")
+  unexpected = [f"{k} {tuple(state[k].shape)}" for k in state if k not in expected]
+  if unexpected:
+    raise UserError(f"{path}: unexpected keys {unexpected}, which LieCeleb with {settings} does "
+                    "not have. Is args.pt the one saved with this model.pt?")
+
+
+def assign_weights(vae, state, config):
+  """Copies every weight of the paper code's `state` into the built Keras `vae`."""
+  check_state_dict(state, config)
+  for prefix, layer_of, convert, _ in torch_layout(config):
+    layer = layer_of(vae)
+    for variable, value in zip((layer.kernel, layer.bias),
+                               convert(state[f"{prefix}.weight"], state[f"{prefix}.bias"])):
+      variable.assign(np.ascontiguousarray(value))
+  for i, keys, _ in _basis_keys(config):
+    vae.exp_map.bases[i].assign(np.concatenate([state[k] for k in keys], axis=0))
+
+
+# The two entry points.
+
+
+def read_checkpoint(checkpoint_dir):
+  """(state {key: array}, LieGroupVAE kwargs, dlib dataset name, args Namespace), validated."""
+  model_path, args_path = checkpoint_files(checkpoint_dir)
+  args = read_args(args_path)
+  config, dataset_name = config_from_args(args, args_path)
+  state = read_state_dict(model_path)
+  check_state_dict(state, config, model_path)
+  return state, config, dataset_name, args
+
+
+def _new_model(config, through_gin=False):
+  """A built LieGroupVAE; `through_gin` binds its settings in gin and calls the configurable,
+  so that gin's operative config records them (as in `lievae_train`)."""
+  import gin  # pylint: disable=g-import-not-at-top
+  from lievae_tf import model as model_lib  # pylint: disable=g-import-not-at-top
+  if through_gin:
+    for name, value in config.items():
+      if name != "num_channels":
+        gin.bind_parameter(f"LieGroupVAE.{name}", value)
+    vae = model_lib.LieGroupVAE(num_channels=config["num_channels"])
+  else:
+    vae = model_lib.LieGroupVAE(**config)
+  return model_lib.build(vae, [IMAGE_SIZE, IMAGE_SIZE, config["num_channels"]])
+
+
+def load_checkpoint(checkpoint_dir):
+  """The paper code's checkpoint as a Keras `LieGroupVAE`.
+
+  Args:
+    checkpoint_dir: `<log_path>/version_N/checkpoints` (or `version_N`), with model.pt, args.pt.
+
+  Returns:
+    (model, config): the built `LieGroupVAE` with every weight of the checkpoint, and a dict of
+    its `LieGroupVAE` keyword arguments plus `dataset_name` (dlib's name of the paper code's
+    dataset) and `paper_args` (the checkpoint's args as a dict).
+  """
+  state, config, dataset_name, args = read_checkpoint(checkpoint_dir)
+  vae = _new_model(config)
+  assign_weights(vae, state, config)
+  return vae, dict(config, dataset_name=dataset_name, paper_args=vars(args))
+
+
+def _record_dataset_name(name):
+  """Puts `dataset.name = name` into gin's operative config, which `results/gin/train.gin` is.
+
+  dlib's later steps read `dataset.name` from that file. gin records a configurable's parameters
+  only when it is called, and calling dlib's `dataset` configurable loads the whole dataset
+  (about 24 GB for 3DShapes), which an import does not need; so the binding is entered into the
+  operative config directly (gin-config 0.4.0, pinned).
+  """
+  import gin  # pylint: disable=g-import-not-at-top
+  from gin import config as gin_config  # pylint: disable=g-import-not-at-top
+  from disentanglement_lib.data.ground_truth import named_data  # pylint: disable=g-import-not-at-top
+  gin.bind_parameter("dataset.name", name)
+  selector = f"{named_data.get_named_ground_truth_data.__module__}.dataset"
+  gin_config._OPERATIVE_CONFIG.setdefault(("", selector), {})["name"] = name  # pylint: disable=protected-access
+
+
+def import_checkpoint(checkpoint_dir, model_dir, overwrite=False):
+  """`lievae_import_torch`: the checkpoint -> `model_dir/tfhub` and `model_dir/results`.
+
+  Both are written by `lievae_tf.export`, as `lievae_train` writes them; the operative gin
+  config saved in `results/gin/train.gin` holds `dataset.name` and the `LieGroupVAE` settings.
+  Clears gin's configuration before and after. Returns (model, config) as `load_checkpoint`.
+  """
+  import gin  # pylint: disable=g-import-not-at-top
+  from lievae_tf import export  # pylint: disable=g-import-not-at-top
+  from lievae_tf import train  # pylint: disable=g-import-not-at-top
+  started = time.time()
+  state, config, dataset_name, args = read_checkpoint(checkpoint_dir)  # fail before writing
+  if os.path.isdir(model_dir) and overwrite:
+    shutil.rmtree(model_dir)
+  elif train.is_finished(model_dir):
+    raise UserError(f"{model_dir} already holds a finished model ({train.FINISHED_MARKER} "
+                    "exists); nothing was changed. Pass --overwrite to replace it, or choose "
+                    "another --model_dir.")
+  elif os.path.isdir(model_dir):
+    export.remove_partial_outputs(model_dir)
+    # Anything else there (an unfinished training run, say) would be mixed with the import.
+    if os.listdir(model_dir):
+      raise UserError(f"{model_dir} is not empty ({', '.join(sorted(os.listdir(model_dir))[:5])})"
+                      "; nothing was changed. Pass --overwrite to replace it, or choose another "
+                      "--model_dir.")
+  try:
+    os.makedirs(model_dir, exist_ok=True)
+  except OSError as e:
+    raise UserError(f"cannot create --model_dir {model_dir}: {e.strerror}.") from None
+
+  gin.clear_config()
+  try:
+    vae = _new_model(config, through_gin=True)
+    assign_weights(vae, state, config)
+    _record_dataset_name(dataset_name)
+    export.export_tfhub(vae, [IMAGE_SIZE, IMAGE_SIZE, config["num_channels"]],
+                        os.path.join(model_dir, "tfhub"))
+    results_dict = dict(imported_from=os.path.abspath(checkpoint_dir),
+                        paper_model=args.model, paper_dataset=args.dataset,
+                        elapsed_time=time.time() - started)
+    # Written last: its presence marks the model finished, as for lievae_train.
+    export.write_results(os.path.join(model_dir, "results"), results_dict)
+  finally:
+    gin.clear_config()
+  return vae, dict(config, dataset_name=dataset_name, paper_args=vars(args))

@@ -5,6 +5,7 @@ A run trains under a `tf.distribute` strategy with Keras `fit`, checkpoints ever
 and at the end exports `model_dir/tfhub` and `model_dir/results` as dlib's `dlib_train` does.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -195,7 +196,8 @@ def restore_latest(checkpoint, checkpoint_dir):
     try:
       checkpoint.restore(path).assert_existing_objects_matched()
       return path
-    except (tf.errors.OpError, ValueError, AssertionError) as e:
+    except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError) as e:
+      # (a truncated file raises IndexError from the reader, a corrupt one DataLossError)
       reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
       failures.append(path)
       logging.warning("Checkpoint %s is unreadable (%s).", path, reason)
@@ -344,12 +346,28 @@ def train(model_dir,
   results_dict.update(
       training_steps=training_steps, resumed_from_step=start_step,
       images_per_second=(remaining * batch_size / train_seconds) if train_seconds else None)
-  export.export_tfhub(vae, image_shape, os.path.join(model_dir, "tfhub"))
+  with _op_determinism_off():
+    export.export_tfhub(vae, image_shape, os.path.join(model_dir, "tfhub"))
   results_dict["elapsed_time"] = time.time() - timer
   # Written last: its presence marks the model finished.
   export.write_results(os.path.join(model_dir, "results"), results_dict,
                        extra_files=visualize.result_images(vae, ground_truth_data, random_seed))
   return vae
+
+
+@contextlib.contextmanager
+def _op_determinism_off():
+  """Op determinism refuses the unseeded random op of the module's `reconstructions` signature;
+  the export only copies weights, so it runs without (TF 2.15 has no public switch back)."""
+  from tensorflow.python.framework import config as tf_config  # pylint: disable=g-import-not-at-top,g-direct-tensorflow-import
+  enabled = tf_config.is_op_determinism_enabled()
+  if enabled:
+    tf_config.disable_op_determinism()
+  try:
+    yield
+  finally:
+    if enabled:
+      tf_config.enable_op_determinism()
 
 
 def save_checkpoint(manager, vae):

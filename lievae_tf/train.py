@@ -299,6 +299,8 @@ def train(model_dir,
     # Every worker resumes from the chief's checkpoints (model_dir must be shared).
     restored = restore_latest(checkpoint, os.path.join(model_dir, CHECKPOINT_DIR))
     write_dir = checkpoint_write_dir(model_dir, strategy)
+    if not chief:
+      shutil.rmtree(write_dir, ignore_errors=True)  # a killed worker's stale copy
     manager = tf.train.CheckpointManager(checkpoint, write_dir,
                                          max_to_keep=options["keep_checkpoints"] if chief else 1)
   start_step = int(vae.optimizer.iterations.numpy())

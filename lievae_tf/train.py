@@ -191,6 +191,13 @@ def restore_latest(checkpoint, checkpoint_dir):
   paths = list(state.all_model_checkpoint_paths) if state else []
   if state and state.model_checkpoint_path and state.model_checkpoint_path not in paths:
     paths.append(state.model_checkpoint_path)
+  if not state:
+    # No (readable) `checkpoint` state file: find the checkpoints by their names instead of
+    # silently starting over them.
+    indexes = tf.io.gfile.glob(os.path.join(checkpoint_dir, "ckpt-*.index"))
+    steps = sorted(int(p[:-len(".index")].rsplit("-", 1)[1]) for p in indexes
+                   if p[:-len(".index")].rsplit("-", 1)[1].isdigit())
+    paths = [os.path.join(checkpoint_dir, f"ckpt-{step}") for step in steps]
   failures = []
   for path in reversed(paths):
     try:

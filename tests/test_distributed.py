@@ -15,8 +15,8 @@ import pytest
 import conftest
 from conftest import SMALL_RUN
 
-# One training run, three ways, from the same initial weights and the same data stream:
-# the default strategy (one device) and MirroredStrategy over two logical CPUs.
+# The same 3 steps from the same initial weights and data stream, under the default strategy (one
+# device) and MirroredStrategy over two logical CPUs; then a whole run under the latter.
 MIRRORED_SCRIPT = r"""
 import json, sys
 import tensorflow as tf
@@ -47,8 +47,8 @@ def run(strategy_name, optimizer, steps, batch=16):
   return strategy.num_replicas_in_sync, before, [w.numpy() for w in vae.trainable_weights]
 
 out = {}
-for name, optimizer, steps in (("sgd", lambda: tf.keras.optimizers.SGD(2e-5), 1),
-                               ("adam", lambda: train.make_optimizer(1e-3), 3)):
+# Plain SGD: Adam's first steps are nearly invariant to the scale of the loss, SGD's are not.
+for name, optimizer, steps in (("sgd", lambda: tf.keras.optimizers.SGD(1e-5), 3),):
   n1, before1, after1 = run("default", optimizer, steps)
   n2, before2, after2 = run("mirrored", optimizer, steps)
   out[name] = dict(
@@ -70,6 +70,23 @@ except UserError as e:
 print("RESULT " + json.dumps(out))
 """
 
+# The whole `lievae_train` protocol under the 2-replica MirroredStrategy: checkpoints, images,
+# export. In a process of its own: two MirroredStrategy objects in one process can mix up their
+# collective ops (TF 2.15: "Shape mismatch in the collective instance"); lievae_train makes one.
+MIRRORED_RUN_SCRIPT = r"""
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from lievae_tf import train
+vae = train.train_with_gin(sys.argv[1], gin_config_files=[sys.argv[2]],
+                           gin_bindings=sys.argv[3:] + ["training.strategy = 'mirrored'"])
+print("RESULT " + json.dumps(dict(
+    replicas=vae.distribute_strategy.num_replicas_in_sync,
+    finished=train.is_finished(sys.argv[1]),
+    checkpoint=tf.train.latest_checkpoint(sys.argv[1] + "/tf_checkpoint"))))
+"""
+
 
 def _result(completed):
   assert completed.returncode == 0, completed.stderr[-4000:]
@@ -81,15 +98,25 @@ def test_mirrored_on_two_logical_cpus_steps_as_one_device(tmp_path):
   completed = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path / "m")],
                              capture_output=True, text=True, timeout=600)
   out = _result(completed)
-  assert out["eg_draws"] != [out["eg_draws"][0]] * 3  # both paths are exercised by Adam's steps
-  for name in ("sgd", "adam"):
-    assert out[name]["replicas"] == [1, 2]
-    assert out[name]["init_diff"] == 0.0
-    # The step is large next to the tolerance: a mis-scaled loss (SGD) or a wrongly split batch
-    # or noise (both) would show.
-    assert out[name]["update"] > 1e-3, out
-    assert out[name]["diff"] < 1e-5, out
+  assert out["eg_draws"] != [out["eg_draws"][0]] * 3  # the 3 steps take both paths
+  assert out["sgd"]["replicas"] == [1, 2]
+  assert out["sgd"]["init_diff"] == 0.0
+  # The steps are large next to the tolerance: a mis-scaled loss, a wrongly split batch or noise,
+  # or replicas taking different paths would show.
+  assert out["sgd"]["update"] > 1e-3, out
+  assert out["sgd"]["diff"] < 1e-5, out
   assert "model.batch_size = 7" in out["indivisible"] and "2 replicas" in out["indivisible"]
+
+
+def test_a_whole_mirrored_run_on_two_logical_cpus(tmp_path):
+  completed = subprocess.run(
+      [sys.executable, "-c", MIRRORED_RUN_SCRIPT, str(tmp_path / "run"),
+       os.path.join(conftest.GIN_CONFIGS, "dsprites.gin"), *SMALL_RUN],
+      capture_output=True, text=True, timeout=600)
+  out = _result(completed)
+  assert out["replicas"] == 2
+  assert out["finished"] and out["checkpoint"].endswith("ckpt-6")
+  assert os.path.isfile(tmp_path / "run" / "results" / "latent_traversals.png")
 
 
 def _free_ports(count):

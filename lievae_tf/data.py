@@ -49,7 +49,7 @@ def load_ground_truth_data():
   from disentanglement_lib.data.ground_truth import named_data  # pylint: disable=g-import-not-at-top
   name = gin.query_parameter("dataset.name")
   try:
-    return named_data.get_named_ground_truth_data()
+    ground_truth_data = named_data.get_named_ground_truth_data()
   except (FileNotFoundError, tf.errors.NotFoundError) as e:
     path = _expected_path(name) or getattr(e, "filename", None) or str(e)
     raise UserError(
@@ -68,7 +68,35 @@ def load_ground_truth_data():
           "dsprites_full, dsprites_noshape, color_dsprites, noisy_dsprites, scream_dsprites, "
           "smallnorb, cars3d, mpi3d_toy, mpi3d_realistic, mpi3d_real, shapes3d, dummy_data."
       ) from None
-    raise
+    # e.g. dlib's Shapes3D reshaping images of the wrong size.
+    path = _expected_path(name) or "its data file"
+    raise UserError(
+        f"dataset {name!r}: {path} is not a valid data file (ValueError: {e}). Replace it: "
+        f"{_how_to_get(name)}.") from None
+  return validate_images(ground_truth_data, name)
+
+
+def validate_images(ground_truth_data, name):
+  """dlib loads a dSprites image array of any shape; check it before it fails deep in training.
+
+  A dSprites or 3DShapes dataset, which keeps its factor grid in memory must hold one image per grid point,
+  N = prod(factor sizes), of the observation's height and width: (N, H, W) or (N, H, W, C).
+  """
+  from disentanglement_lib.data.ground_truth import dsprites, shapes3d  # pylint: disable=g-import-not-at-top
+  # The formats known here (others, e.g. smallnorb, keep images in other layouts).
+  if not isinstance(ground_truth_data, (dsprites.DSprites, shapes3d.Shapes3D)):
+    return ground_truth_data
+  images, factor_sizes = ground_truth_data.images, ground_truth_data.factor_sizes
+  count = int(np.prod(factor_sizes))
+  height, width = list(ground_truth_data.observation_shape)[:2]
+  if images.ndim in (3, 4) and images.shape[0] == count and images.shape[1:3] == (height, width):
+    return ground_truth_data
+  path = _expected_path(name) or "its data file"
+  raise UserError(
+      f"dataset {name!r}: the images in {path} have shape {images.shape}; expected "
+      f"({count}, {height}, {width}) or ({count}, {height}, {width}, channels): one "
+      f"{height}x{width} image per point of the factor grid {list(map(int, factor_sizes))} "
+      f"(N = {count}). Replace the file: {_how_to_get(name)}.")
 
 
 def image_grid(ground_truth_data):

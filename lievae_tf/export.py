@@ -98,11 +98,18 @@ def export_tfhub(vae, image_shape, export_path):
         module.export(tmp, session)
 
 
-def write_results(results_dir, results_dict):
+def write_results(results_dir, results_dict, extra_files=None):
   """dlib's `update_result_directory(results_dir, "train", ...)`, atomically.
 
   It saves the operative gin config (which holds `dataset.name`) as `gin/train.gin`.
+  `extra_files` ({relative path: bytes}, e.g. PNG images) are written into the same directory
+  before it is renamed into place, so they appear together with the results or not at all.
   """
   from disentanglement_lib.utils import results  # pylint: disable=g-import-not-at-top
   with atomic_directory(results_dir) as tmp:
     results.update_result_directory(tmp, "train", dict(results_dict))
+    for relative_path, content in (extra_files or {}).items():
+      path = os.path.join(tmp, relative_path)
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      with open(path, "wb") as f:
+        f.write(content)

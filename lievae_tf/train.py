@@ -5,6 +5,8 @@ A run trains under a `tf.distribute` strategy with Keras `fit`, checkpoints ever
 and at the end exports `model_dir/tfhub` and `model_dir/results` as dlib's `dlib_train` does.
 """
 
+import contextlib
+import json
 import math
 import os
 import shutil
@@ -20,6 +22,7 @@ import tqdm
 from lievae_tf import data as data_lib
 from lievae_tf import export
 from lievae_tf import model as model_lib  # pylint: disable=unused-import (registers LieGroupVAE)
+from lievae_tf import visualize
 from lievae_tf.errors import UserError
 
 CHECKPOINT_DIR = "tf_checkpoint"
@@ -61,26 +64,89 @@ def train_with_gin(model_dir, overwrite=False, gin_config_files=None, gin_bindin
 
 
 @gin.configurable("training")
-def training_options(checkpoint_every=1000, keep_checkpoints=3, log_every=100, strategy="auto"):
+def training_options(checkpoint_every=1000, keep_checkpoints=3, log_every=100, strategy="auto",
+                     deterministic=False, image_every=1000):
   """How training runs, as opposed to what it trains.
 
   Args:
     checkpoint_every: steps between checkpoints (a checkpoint is also written at the end).
     keep_checkpoints: how many of the latest checkpoints to keep.
     log_every: steps between TensorBoard scalars (means over those steps) and progress updates.
-    strategy: 'auto' (MirroredStrategy over the visible GPUs if any, else the default strategy),
-      'default', 'one_device' or 'mirrored'.
+    strategy: 'auto' (MultiWorkerMirroredStrategy if TF_CONFIG is set, else MirroredStrategy over
+      the visible GPUs if any, else the default strategy), 'default', 'one_device', 'mirrored'
+      or 'multi_worker' (the cluster from TF_CONFIG).
+    deterministic: enable TF's op determinism, so that a run (and a resumed run) reproduces its
+      weights bit for bit; may be slower.
+    image_every: steps between TensorBoard images (reconstructions and latent traversals), also
+      drawn at the last step; 0 turns them off.
   """
   for name, value in (("checkpoint_every", checkpoint_every), ("keep_checkpoints",
                                                                 keep_checkpoints),
                       ("log_every", log_every)):
     if not isinstance(value, int) or value < 1:
       raise UserError(f"training.{name} = {value!r} must be a positive integer.")
+  if not isinstance(image_every, int) or image_every < 0:
+    raise UserError(f"training.image_every = {image_every!r} must be a positive integer "
+                    "(or 0 for no images).")
   return dict(checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
-              log_every=log_every, strategy=strategy)
+              log_every=log_every, strategy=strategy, deterministic=bool(deterministic),
+              image_every=image_every)
+
+
+STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
+_TF_CONFIG_EXAMPLE = ('{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+                      '"task": {"type": "worker", "index": 0}}')
+
+
+def parse_tf_config(raw):
+  """Validates a TF_CONFIG for MultiWorkerMirroredStrategy; returns (cluster, task type, index).
+
+  TF itself reports a malformed TF_CONFIG late and obscurely (or hangs waiting for a worker that
+  cannot exist), so it is checked here first.
+  """
+  fix = (f"Set TF_CONFIG to JSON like {_TF_CONFIG_EXAMPLE}, the same cluster on every worker "
+         "and each its own task index (or unset it to train on one machine).")
+  try:
+    config = json.loads(raw)
+  except ValueError as e:
+    raise UserError(f"TF_CONFIG is not valid JSON ({e}): {raw!r}. {fix}") from None
+  cluster = config.get("cluster") if isinstance(config, dict) else None
+  if not isinstance(cluster, dict) or not cluster:
+    raise UserError(f"TF_CONFIG {raw!r} has no \"cluster\" of jobs. {fix}")
+  for job, addresses in cluster.items():
+    if job not in ("chief", "worker"):
+      raise UserError(f"TF_CONFIG job {job!r}: multi-worker training has only 'chief' and "
+                      f"'worker' jobs. {fix}")
+    if (not isinstance(addresses, list) or not addresses or not all(
+        isinstance(a, str) and a.rpartition(":")[0] and a.rpartition(":")[2].isdigit()
+        for a in addresses)):
+      raise UserError(f"TF_CONFIG cluster job {job!r} = {addresses!r} is not a list of "
+                      f"'host:port' addresses. {fix}")
+  task = config.get("task")
+  task_type = task.get("type") if isinstance(task, dict) else None
+  index = task.get("index", 0) if isinstance(task, dict) else None
+  if task_type not in cluster or not isinstance(index, int) or not (
+      0 <= index < len(cluster[task_type])):
+    raise UserError(f"TF_CONFIG task {task!r} is not one of its cluster's tasks "
+                    f"{ {job: len(a) for job, a in cluster.items()} } (type and 0-based index). "
+                    f"{fix}")
+  return cluster, task_type, index
 
 
 def make_strategy(name):
+  """The tf.distribute strategy called `name` (see `training_options`)."""
+  if name not in STRATEGIES:
+    raise UserError(f"training.strategy = {name!r} is not one of {', '.join(STRATEGIES)}.")
+  tf_config = os.environ.get("TF_CONFIG", "").strip()
+  if name == "auto" and tf_config:
+    name = "multi_worker"
+  if name == "multi_worker":
+    if not tf_config:
+      raise UserError("training.strategy = 'multi_worker' needs TF_CONFIG, which is not set. "
+                      f"Set it on each worker, e.g. TF_CONFIG='{_TF_CONFIG_EXAMPLE}'.")
+    parse_tf_config(tf_config)
+    # Must come before any other TF op: it configures the collective ops of this process.
+    return tf.distribute.MultiWorkerMirroredStrategy()
   gpus = tf.config.list_logical_devices("GPU")
   if name == "auto":
     name = "mirrored" if gpus else "default"
@@ -88,10 +154,66 @@ def make_strategy(name):
     return tf.distribute.get_strategy()
   if name == "one_device":
     return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
-  if name == "mirrored":
-    return tf.distribute.MirroredStrategy()
-  raise UserError(f"training.strategy = {name!r} is not one of 'auto', 'default', 'one_device', "
-                  "'mirrored'.")
+  return tf.distribute.MirroredStrategy()
+
+
+def is_chief(strategy):
+  """Whether this process writes the outputs (always, except on non-chief workers)."""
+  return strategy.extended.should_checkpoint
+
+
+def sync_workers(strategy):
+  """Returns once every worker got here (a collective all-reduce); no-op on one machine."""
+  if getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)():
+    strategy.reduce("SUM", strategy.run(tf.function(lambda: tf.constant(1.0))), axis=None)
+
+
+def checkpoint_write_dir(model_dir, strategy):
+  """Where this process saves: the chief in model_dir; other workers in a temporary directory.
+
+  Every worker must save (saving reduces the loss trackers across workers), but only the chief's
+  copy is kept, as TF's multi-worker guide recommends.
+  """
+  if is_chief(strategy):
+    return os.path.join(model_dir, CHECKPOINT_DIR)
+  resolver = strategy.cluster_resolver
+  return os.path.join(model_dir, CHECKPOINT_DIR,
+                      f".{resolver.task_type}-{resolver.task_id}-tmp")
+
+
+def restore_latest(checkpoint, checkpoint_dir):
+  """Restores the newest readable checkpoint in `checkpoint_dir`; returns its path or None.
+
+  An unreadable one (truncated or corrupt files, e.g. a disk that filled up) is skipped with a
+  warning and the one before it is used: every checkpoint restores the complete state.
+  """
+  state = tf.train.get_checkpoint_state(checkpoint_dir)
+  paths = list(state.all_model_checkpoint_paths) if state else []
+  if state and state.model_checkpoint_path and state.model_checkpoint_path not in paths:
+    paths.append(state.model_checkpoint_path)
+  if not state:
+    # No (readable) `checkpoint` state file: find the checkpoints by their names instead of
+    # silently starting over them.
+    indexes = tf.io.gfile.glob(os.path.join(checkpoint_dir, "ckpt-*.index"))
+    steps = sorted(int(p[:-len(".index")].rsplit("-", 1)[1]) for p in indexes
+                   if p[:-len(".index")].rsplit("-", 1)[1].isdigit())
+    paths = [os.path.join(checkpoint_dir, f"ckpt-{step}") for step in steps]
+  failures = []
+  for path in reversed(paths):
+    try:
+      checkpoint.restore(path).assert_existing_objects_matched()
+      return path
+    except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError) as e:
+      # (a truncated file raises IndexError from the reader, a corrupt one DataLossError)
+      reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      failures.append(path)
+      logging.warning("Checkpoint %s is unreadable (%s).", path, reason)
+      print(f"lievae_train: warning: checkpoint {path} is unreadable ({type(e).__name__}: "
+            f"{reason[:200]}); falling back to the one before it.", file=sys.stderr)
+  if failures:
+    raise UserError(f"no readable checkpoint in {checkpoint_dir} (tried {', '.join(failures)}). "
+                    "Pass --overwrite to train from scratch, or restore the files from a backup.")
+  return None
 
 
 @gin.configurable("optimizer")
@@ -153,17 +275,27 @@ def train(model_dir,
     if not isinstance(value, int) or value < 1:
       raise UserError(f"model.{key} = {value!r} must be a positive integer.")
   options = training_options()
-  _prepare_model_dir(model_dir, overwrite)
-  timer = time.time()
-
-  tf.keras.utils.set_random_seed(random_seed)
-  ground_truth_data = data_lib.load_ground_truth_data()
-  image_shape = data_lib.observation_shape(ground_truth_data)
+  if options["deterministic"]:
+    tf.config.experimental.enable_op_determinism()
+  # The strategy comes first: MultiWorkerMirroredStrategy must start before any other TF op.
   strategy = make_strategy(options["strategy"])
   replicas = strategy.num_replicas_in_sync
   if batch_size % replicas:
     raise UserError(f"model.batch_size = {batch_size} does not split evenly over {replicas} "
                     f"replicas: use a multiple of {replicas}.")
+  chief = is_chief(strategy)
+  if chief:
+    _prepare_model_dir(model_dir, overwrite)
+  elif is_finished(model_dir) and not overwrite:
+    raise UserError(f"{model_dir} already holds a finished model ({FINISHED_MARKER} exists); "
+                    "pass --overwrite (on every worker) to train it again.")
+  # No worker reads model_dir before the chief has prepared it.
+  sync_workers(strategy)
+  timer = time.time()
+
+  tf.keras.utils.set_random_seed(random_seed)
+  ground_truth_data = data_lib.load_ground_truth_data()
+  image_shape = data_lib.observation_shape(ground_truth_data)
 
   with strategy.scope():
     vae = model(num_channels=image_shape[-1], seed=random_seed)
@@ -171,25 +303,33 @@ def train(model_dir,
     vae.compile(optimizer=make_optimizer())
     vae.optimizer.build(vae.trainable_variables)
     checkpoint = tf.train.Checkpoint(model=vae, optimizer=vae.optimizer)
-    manager = tf.train.CheckpointManager(checkpoint, os.path.join(model_dir, CHECKPOINT_DIR),
-                                         max_to_keep=options["keep_checkpoints"])
-    if manager.latest_checkpoint:
-      checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    # Every worker resumes from the chief's checkpoints (model_dir must be shared).
+    restored = restore_latest(checkpoint, os.path.join(model_dir, CHECKPOINT_DIR))
+    write_dir = checkpoint_write_dir(model_dir, strategy)
+    if not chief:
+      shutil.rmtree(write_dir, ignore_errors=True)  # a killed worker's stale copy
+    manager = tf.train.CheckpointManager(checkpoint, write_dir,
+                                         max_to_keep=options["keep_checkpoints"] if chief else 1)
   start_step = int(vae.optimizer.iterations.numpy())
-  if start_step:
-    logging.info("Resuming from %s at step %d.", manager.latest_checkpoint, start_step)
-    print(f"lievae_train: resuming from step {start_step} ({manager.latest_checkpoint})",
-          file=sys.stderr)
+  if restored:
+    logging.info("Resuming from %s at step %d.", restored, start_step)
+    print(f"lievae_train: resuming from step {start_step} ({restored})", file=sys.stderr)
 
   remaining = training_steps - start_step
   if remaining > 0:
     dataset = strategy.distribute_datasets_from_function(
         data_lib.make_input_fn(ground_truth_data, batch_size, random_seed, start_step))
-    summary_writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs", "train"))
+    # Only the chief writes TensorBoard logs; the others still reset their trackers in step.
+    summary_writer = (tf.summary.create_file_writer(os.path.join(model_dir, "logs", "train"))
+                      if chief else tf.summary.create_noop_writer())
     scalars = ScalarLogger(summary_writer, options["log_every"])
     progress = ProgressBar(training_steps, start_step, options["log_every"], batch_size)
     callbacks = [StopOnNonFiniteLoss(), scalars,
                  PeriodicCheckpoint(manager, options["checkpoint_every"]), progress]
+    if chief and options["image_every"]:
+      callbacks.append(visualize.ImageLogger(
+          summary_writer, options["image_every"],
+          visualize.sample_images(ground_truth_data, random_seed)))
     fit_started = time.time()
     try:
       vae.fit(dataset, epochs=1, steps_per_epoch=remaining, verbose=0, callbacks=callbacks)
@@ -197,26 +337,47 @@ def train(model_dir,
       progress.bar.close()  # before any error message, not after it
     train_seconds = time.time() - fit_started
     final_training_terms = scalars.last_logged
+    # The same decision on every worker: saving is a collective operation.
+    if training_steps % options["checkpoint_every"]:
+      save_checkpoint(manager, vae)
   else:
     train_seconds, final_training_terms = 0.0, {}
-  if not (manager.latest_checkpoint or "").endswith(f"-{training_steps}"):
-    save_checkpoint(manager, vae)
 
   # Final evaluation with z = mu, on batches the training did not draw (another seed).
   eval_input = strategy.distribute_datasets_from_function(
       data_lib.make_input_fn(ground_truth_data, batch_size, random_seed + 1))
   evaluation = vae.evaluate(eval_input, steps=eval_steps, verbose=0, return_dict=True)
+  if not chief:
+    shutil.rmtree(write_dir, ignore_errors=True)
+    return vae
 
   results_dict = {f"train_{k}": float(v) for k, v in final_training_terms.items()}
   results_dict.update({f"eval_{k}": float(v) for k, v in evaluation.items()})
   results_dict.update(
       training_steps=training_steps, resumed_from_step=start_step,
       images_per_second=(remaining * batch_size / train_seconds) if train_seconds else None)
-  export.export_tfhub(vae, image_shape, os.path.join(model_dir, "tfhub"))
+  with _op_determinism_off():
+    export.export_tfhub(vae, image_shape, os.path.join(model_dir, "tfhub"))
   results_dict["elapsed_time"] = time.time() - timer
   # Written last: its presence marks the model finished.
-  export.write_results(os.path.join(model_dir, "results"), results_dict)
+  export.write_results(os.path.join(model_dir, "results"), results_dict,
+                       extra_files=visualize.result_images(vae, ground_truth_data, random_seed))
   return vae
+
+
+@contextlib.contextmanager
+def _op_determinism_off():
+  """Op determinism refuses the unseeded random op of the module's `reconstructions` signature;
+  the export only copies weights, so it runs without (TF 2.15 has no public switch back)."""
+  from tensorflow.python.framework import config as tf_config  # pylint: disable=g-import-not-at-top,g-direct-tensorflow-import
+  enabled = tf_config.is_op_determinism_enabled()
+  if enabled:
+    tf_config.disable_op_determinism()
+  try:
+    yield
+  finally:
+    if enabled:
+      tf_config.enable_op_determinism()
 
 
 def save_checkpoint(manager, vae):

@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -45,6 +46,28 @@ def test_missing_data_names_the_path_and_the_fix(tmp_path):
                       "lievae_make_data")
 
 
+def _dsprites_file(tmp_path, images, factor_sizes):
+  """A dSprites-format npz under tmp_path/data with the given images and metadata grid."""
+  path = tmp_path / "data" / "dsprites" / "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
+  path.parent.mkdir(parents=True)
+  metadata = np.array({"latents_sizes": np.array(factor_sizes)}, dtype=object)
+  np.savez(path, imgs=images, metadata=metadata, latents_classes=np.zeros((len(images), 6)),
+           latents_values=np.zeros((len(images), 6)))
+  return path
+
+
+@pytest.mark.parametrize("shape, words", [
+    ((384, 32, 32), ["(384, 32, 32)", "(384, 64, 64)"]),    # images of the wrong size
+    ((100, 64, 64), ["(100, 64, 64)", "N = 384"]),          # not one image per grid point
+])
+def test_data_file_with_wrong_image_shape_is_named(tmp_path, shape, words):
+  path = _dsprites_file(tmp_path, np.zeros(shape, np.uint8), conftest.TINY_GRID)
+  env = dict(os.environ, DISENTANGLEMENT_LIB_DATA=str(tmp_path / "data"))
+  result = command("lievae_train", *train_args(str(tmp_path / "m")), env=env)
+  _assert_clean_error(result, str(path), *words)
+  assert not os.path.exists(tmp_path / "m" / "tf_checkpoint")
+
+
 def test_malformed_data_file_is_named(tmp_path):
   path = tmp_path / "data" / "dsprites" / "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
   path.parent.mkdir(parents=True)
@@ -61,6 +84,8 @@ def test_malformed_data_file_is_named(tmp_path):
     (["LieGrupVAE.hy_hes = 1.0"], ["LieGrupVAE"]),
     (["dataset.name = 'dsprite'"], ["'dsprite'", "dsprites_full"]),
     (["model.batch_size = 0"], ["model.batch_size = 0", "positive"]),
+    (["model.training_steps = 0"], ["model.training_steps = 0", "positive"]),
+    (["training.strategy = 'mirored'"], ["'mirored'", "mirrored"]),
 ])
 def test_bad_configuration_is_one_clear_line(tmp_path, bindings, words):
   result = command("lievae_train", *train_args(str(tmp_path / "m"), *bindings))
@@ -73,6 +98,24 @@ def test_gin_syntax_error_names_file_and_line(tmp_path):
   config.write_text("model.training_steps = 5\nLieGroupVAE.hy_hes = = 2\n")
   result = command("lievae_train", f"--model_dir={tmp_path / 'm'}", f"--gin_config={config}")
   _assert_clean_error(result, str(config), "2")
+
+
+def test_unwritable_model_dir_is_named(tmp_path):
+  # Below a regular file: no directory can be made there, even by root (chmod does not stop root).
+  blocker = tmp_path / "a_file"
+  blocker.write_text("not a directory")
+  model_dir = str(blocker / "m")
+  result = command("lievae_train", *train_args(model_dir))
+  _assert_clean_error(result, model_dir, "cannot write", "Choose a directory")
+  assert blocker.read_text() == "not a directory"
+
+
+def test_malformed_tf_config_is_named(tmp_path):
+  # training.strategy = 'auto' takes the cluster from TF_CONFIG whenever it is set.
+  env = dict(os.environ, TF_CONFIG='{"cluster": {"worker": ["localhost:2222"]}, "task": ')
+  result = command("lievae_train", *train_args(str(tmp_path / "m")), env=env)
+  _assert_clean_error(result, "TF_CONFIG is not valid JSON", '"task"', "index")
+  assert not os.path.exists(tmp_path / "m")
 
 
 def test_finished_model_dir_is_refused_untouched_then_overwritten(trained_model_dir):
@@ -113,25 +156,129 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   assert not os.path.exists(os.path.join(model_dir, "tfhub"))
 
 
-def test_killed_run_resumes_from_its_checkpoint(tmp_path):
-  model_dir = str(tmp_path / "m")
-  args = train_args(model_dir, "model.training_steps = 400", "training.checkpoint_every = 5",
-                    "training.log_every = 50")
+def _checkpoint_values(path):
+  reader = tf.train.load_checkpoint(path)
+  return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+          if name != "_CHECKPOINTABLE_OBJECT_GRAPH"}
+
+
+def test_killed_run_resumes_exactly(tmp_path):
+  """SIGKILL after a checkpoint, re-run: it resumes from that step, finishes at the target step,
+  and (op determinism on) its final checkpoint equals an uninterrupted run's bit for bit."""
+  bindings = ("model.training_steps = 120", "training.checkpoint_every = 5",
+              "training.log_every = 50", "training.deterministic = True")
+  model_dir = str(tmp_path / "killed")
+  args = train_args(model_dir, *bindings)
   process = subprocess.Popen([os.path.join(conftest.BIN, "lievae_train"), *args],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   checkpoint_dir = os.path.join(model_dir, "tf_checkpoint")
+
+  def latest_step():
+    latest = tf.train.latest_checkpoint(checkpoint_dir)
+    return int(latest.rsplit("-", 1)[1]) if latest else 0
+
   deadline = time.time() + 300
-  while tf.train.latest_checkpoint(checkpoint_dir) is None:
+  while latest_step() < 40:  # late enough that Adam's moments carry real state
     assert process.poll() is None and time.time() < deadline, "no checkpoint was written"
-    time.sleep(0.2)
+    time.sleep(0.05)
   process.send_signal(signal.SIGKILL)
   process.wait()
-  killed_at = int(tf.train.latest_checkpoint(checkpoint_dir).rsplit("-", 1)[1])
-  assert 5 <= killed_at < 400
+  killed_at = latest_step()
+  assert 40 <= killed_at < 120
+  assert not os.path.exists(os.path.join(model_dir, "results"))
 
   result = command("lievae_train", *args)
   assert result.returncode == 0, result.stderr[-3000:]
   resumed_from = int(result.stderr.split("resuming from step ")[1].split()[0])
-  assert resumed_from >= killed_at
-  assert tf.train.latest_checkpoint(checkpoint_dir).endswith("ckpt-400")
+  assert resumed_from == killed_at
+  assert f"ckpt-{killed_at}" in result.stderr
+  assert tf.train.latest_checkpoint(checkpoint_dir).endswith("ckpt-120")
   assert os.path.isfile(os.path.join(model_dir, "results", "aggregate", "train.json"))
+
+  reference_dir = str(tmp_path / "uninterrupted")
+  assert command("lievae_train", *train_args(reference_dir, *bindings)).returncode == 0
+  resumed = _checkpoint_values(os.path.join(checkpoint_dir, "ckpt-120"))
+  reference = _checkpoint_values(os.path.join(reference_dir, "tf_checkpoint", "ckpt-120"))
+  assert set(resumed) == set(reference)
+  # Weights, Adam's moments and step, and the loss trackers' running sums: all identical.
+  assert any(name.startswith("optimizer/_variables/") for name in resumed)
+  different = [name for name in reference
+               if not np.array_equal(resumed[name], reference[name])]
+  assert different == []
+
+
+def _copy_unfinished(trained_model_dir, destination):
+  """A copy of a trained model_dir without its export: what a run killed while exporting leaves."""
+  shutil.copytree(trained_model_dir, destination)
+  shutil.rmtree(os.path.join(destination, "results"))
+  shutil.rmtree(os.path.join(destination, "tfhub"))
+  return str(destination)
+
+
+@pytest.mark.parametrize("damage", ["truncate"])  # "flip_bytes" passes too (crc32c); time
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(trained_model_dir, tmp_path,
+                                                                  damage):
+  model_dir = _copy_unfinished(trained_model_dir, tmp_path / "m")
+  data_file = os.path.join(model_dir, "tf_checkpoint", "ckpt-6.data-00000-of-00001")
+  with open(data_file, "r+b") as f:
+    if damage == "truncate":
+      f.truncate(os.path.getsize(data_file) // 2)
+    else:
+      f.seek(os.path.getsize(data_file) // 2)
+      f.write(b"\xff" * 64)
+  result = command("lievae_train", *train_args(model_dir))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "warning: checkpoint" in result.stderr and "ckpt-6 is unreadable" in result.stderr
+  assert "resuming from step 3" in result.stderr
+  # It trained steps 4..6 again and replaced the broken checkpoint with a good one.
+  assert len(_checkpoint_values(os.path.join(model_dir, "tf_checkpoint", "ckpt-6"))) > 0
+  assert os.path.isfile(os.path.join(model_dir, "results", "aggregate", "train.json"))
+
+
+def test_lost_checkpoint_state_file_still_resumes_from_the_newest(trained_model_dir, tmp_path):
+  model_dir = _copy_unfinished(trained_model_dir, tmp_path / "m")
+  os.remove(os.path.join(model_dir, "tf_checkpoint", "checkpoint"))
+  result = command("lievae_train", *train_args(model_dir))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "resuming from step 6" in result.stderr
+
+
+def test_no_readable_checkpoint_is_an_error_that_keeps_the_files(trained_model_dir, tmp_path):
+  model_dir = _copy_unfinished(trained_model_dir, tmp_path / "m")
+  for step in (3, 6):
+    with open(os.path.join(model_dir, "tf_checkpoint", f"ckpt-{step}.index"), "wb") as f:
+      f.write(b"not an index")
+  before = _snapshot(model_dir)
+  result = command("lievae_train", *train_args(model_dir))
+  _assert_clean_error(result, "no readable checkpoint", "ckpt-6", "ckpt-3", "--overwrite")
+  assert _snapshot(model_dir) == before
+
+
+def test_export_killed_midway_leaves_nothing_that_looks_finished(tmp_path):
+  """SIGKILL while the module is being written: no half module is left or taken as finished; the
+  re-run resumes at the last step, exports again and cleans up."""
+  model_dir = str(tmp_path / "m")
+  args = train_args(model_dir)
+  process = subprocess.Popen([os.path.join(conftest.BIN, "lievae_train"), *args],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+
+  def partials():
+    return [e for e in (os.listdir(model_dir) if os.path.isdir(model_dir) else [])
+            if ".partial-" in e]
+
+  while not partials():
+    assert process.poll() is None and time.time() < deadline, "the export was never seen"
+    time.sleep(0.01)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  from lievae_tf import train  # pylint: disable=g-import-not-at-top
+  assert not train.is_finished(model_dir)
+  assert not os.path.exists(os.path.join(model_dir, "results"))
+
+  result = command("lievae_train", *args)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "resuming from step 6" in result.stderr
+  assert train.is_finished(model_dir)
+  assert os.path.isfile(os.path.join(model_dir, "tfhub", "saved_model.pb"))
+  assert partials() == []

@@ -98,8 +98,10 @@ def _logged_scalars(model_dir):
   accumulator = event_accumulator.EventAccumulator(
       events, size_guidance={event_accumulator.TENSORS: 0})
   accumulator.Reload()
+  images = {"reconstructions", "latent_traversals"}  # see _logged_images
   return {tag: [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in
-                accumulator.Tensors(tag)] for tag in accumulator.Tags()["tensors"]}
+                accumulator.Tensors(tag)] for tag in accumulator.Tags()["tensors"]
+          if tag not in images}
 
 
 def test_same_seed_reproduces_and_another_seed_differs(tmp_path):
@@ -137,3 +139,55 @@ def test_results_hold_dataset_name_and_final_metrics(trained_model_dir):
     assert np.isfinite(aggregate[f"train_results.train_{term}"])
     assert np.isfinite(aggregate[f"train_results.eval_{term}"])
   assert aggregate["train_results.training_steps"] == 6
+
+
+def _logged_images(model_dir):
+  (events,) = glob.glob(os.path.join(model_dir, "logs", "train", "events.*"))
+  accumulator = event_accumulator.EventAccumulator(
+      events, size_guidance={event_accumulator.TENSORS: 0})
+  accumulator.Reload()
+  images = {}
+  for tag in ("reconstructions", "latent_traversals"):
+    # An image summary is a string tensor: [width, height, encoded PNG].
+    images[tag] = [(e.step, tf.make_ndarray(e.tensor_proto)) for e in accumulator.Tensors(tag)]
+  return images
+
+
+def test_traversal_codes_sweep_one_latent_per_row():
+  from lievae_tf import visualize  # pylint: disable=g-import-not-at-top
+  base = np.arange(3, dtype=np.float32) / 10
+  codes = visualize.traversal_codes(base, 4.0, 5)
+  assert codes.shape == (15, 3)
+  for i in range(3):
+    block = codes[i * 5:(i + 1) * 5]
+    np.testing.assert_allclose(block[:, i], [-4, -2, 0, 2, 4])
+    np.testing.assert_array_equal(np.delete(block, i, axis=1), np.delete(np.tile(base, [5, 1]),
+                                                                         i, axis=1))
+
+
+def test_tensorboard_images_and_the_traversal_png(trained_model_dir):
+  """TensorBoard holds both pictures at the last step (image_every > training_steps); the PNG in
+  results/ is the exported module's decoder applied to the traversal codes around the fixed
+  image's mean."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  import tensorflow_hub as hub  # pylint: disable=g-import-not-at-top
+  from lievae_tf import visualize  # pylint: disable=g-import-not-at-top
+  logged = _logged_images(trained_model_dir)
+  assert [step for step, _ in logged["latent_traversals"]] == [6]
+  assert [step for step, _ in logged["reconstructions"]] == [6]
+  width, height = (int(v) for v in logged["latent_traversals"][0][1][:2])
+  assert (height, width) == (10 * 65 - 1, 8 * 65 - 1)  # 10 latents x 8 steps of 64x64, 1px gaps
+  width, height = (int(v) for v in logged["reconstructions"][0][1][:2])
+  assert (height, width) == (2 * 65 - 1, 8 * 65 - 1)  # inputs above reconstructions
+
+  results = os.path.join(trained_model_dir, "results")
+  png = np.asarray(Image.open(os.path.join(results, visualize.TRAVERSALS_PNG)), np.float32) / 255
+  assert os.path.isfile(os.path.join(results, visualize.RECONSTRUCTIONS_PNG))
+  module = hub.load(os.path.join(trained_model_dir, "tfhub"), tags=[])
+  images = visualize.sample_images(_dsprites(), seed=0)  # model.random_seed of the SMALL_RUN
+  mean = module.signatures["gaussian_encoder"](images=tf.constant(images[:1]))["mean"].numpy()
+  codes = visualize.traversal_codes(mean[0], 4.0, 8)
+  decoded = tf.sigmoid(module.signatures["decoder"](latent_vectors=tf.constant(codes))["images"])
+  expected = visualize.grid(decoded.numpy(), 8)[..., 0]
+  assert png.shape == expected.shape
+  np.testing.assert_allclose(png, expected, atol=1 / 255 + 1e-4)

@@ -1,0 +1,199 @@
+"""tf.distribute for real: MirroredStrategy over 2 logical CPU devices takes the step one device
+takes; MultiWorkerMirroredStrategy over two processes keeps both workers' weights identical and
+only the chief writes outputs. Each runs in its own process: logical devices and the collective
+ops of a worker must be configured before TF initialises."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import conftest
+from conftest import SMALL_RUN
+
+# The same 3 steps from the same initial weights and data stream, under the default strategy (one
+# device) and MirroredStrategy over two logical CPUs; then a whole run under the latter.
+MIRRORED_SCRIPT = r"""
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import gin
+import numpy as np
+from lievae_tf import data as data_lib, model as model_lib, train
+from lievae_tf.errors import UserError
+from disentanglement_lib.data.ground_truth import named_data  # registers `dataset`
+
+gin.bind_parameter("dataset.name", "dsprites_full")
+data = data_lib.load_ground_truth_data()
+gin.clear_config()
+
+def run(strategy_name, optimizer, steps, batch=16):
+  strategy = train.make_strategy(strategy_name)
+  with strategy.scope():
+    tf.keras.utils.set_random_seed(0)
+    # forward_eg_prob 0.5: with seed 0 the first steps take both reconstruction paths.
+    vae = model_lib.LieGroupVAE(num_channels=1, subgroup_sizes=[16, 9], subspace_sizes=[3, 2],
+                                lie_alg_init_scale=0.1, forward_eg_prob=0.5, seed=0)
+    model_lib.build(vae, [64, 64, 1])
+    vae.compile(optimizer=optimizer())
+  dataset = strategy.distribute_datasets_from_function(data_lib.make_input_fn(data, batch, 0))
+  before = [w.numpy() for w in vae.trainable_weights]
+  vae.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
+  return strategy.num_replicas_in_sync, before, [w.numpy() for w in vae.trainable_weights]
+
+out = {}
+# Plain SGD: Adam's first steps are nearly invariant to the scale of the loss, SGD's are not.
+for name, optimizer, steps in (("sgd", lambda: tf.keras.optimizers.SGD(1e-5), 3),):
+  n1, before1, after1 = run("default", optimizer, steps)
+  n2, before2, after2 = run("mirrored", optimizer, steps)
+  out[name] = dict(
+      replicas=[n1, n2],
+      init_diff=max(float(np.max(np.abs(a - b))) for a, b in zip(before1, before2)),
+      diff=max(float(np.max(np.abs(a - b))) for a, b in zip(after1, after2)),
+      update=max(float(np.max(np.abs(a - b))) for a, b in zip(after1, before1)))
+out["eg_draws"] = [bool(model_lib.LieGroupVAE(subgroup_sizes=[16, 9], subspace_sizes=[3, 2],
+                                              forward_eg_prob=0.5, seed=0)._step_randomness(
+    tf.zeros([2, 64, 64, 1]), tf.constant(s, tf.int64))[1]) for s in range(3)]
+
+gin.parse_config(["training.strategy = 'mirrored'"])
+try:
+  train.train(sys.argv[1], model=model_lib.LieGroupVAE, training_steps=5, random_seed=0,
+              batch_size=7)
+  out["indivisible"] = None
+except UserError as e:
+  out["indivisible"] = str(e)
+print("RESULT " + json.dumps(out))
+"""
+
+# The whole `lievae_train` protocol under the 2-replica MirroredStrategy: checkpoints, images,
+# export. In a process of its own: two MirroredStrategy objects in one process can mix up their
+# collective ops (TF 2.15: "Shape mismatch in the collective instance"); lievae_train makes one.
+MIRRORED_RUN_SCRIPT = r"""
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from lievae_tf import train
+vae = train.train_with_gin(sys.argv[1], gin_config_files=[sys.argv[2]],
+                           gin_bindings=sys.argv[3:] + ["training.strategy = 'mirrored'"])
+print("RESULT " + json.dumps(dict(
+    replicas=vae.distribute_strategy.num_replicas_in_sync,
+    finished=train.is_finished(sys.argv[1]),
+    checkpoint=tf.train.latest_checkpoint(sys.argv[1] + "/tf_checkpoint"))))
+"""
+
+
+def _result(completed):
+  assert completed.returncode == 0, completed.stderr[-4000:]
+  line = [l for l in completed.stdout.splitlines() if l.startswith("RESULT ")][-1]
+  return json.loads(line[len("RESULT "):])
+
+
+def test_mirrored_on_two_logical_cpus_steps_as_one_device(tmp_path):
+  completed = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path / "m")],
+                             capture_output=True, text=True, timeout=600)
+  out = _result(completed)
+  assert out["eg_draws"] != [out["eg_draws"][0]] * 3  # the 3 steps take both paths
+  assert out["sgd"]["replicas"] == [1, 2]
+  assert out["sgd"]["init_diff"] == 0.0
+  # The steps are large next to the tolerance: a mis-scaled loss, a wrongly split batch or noise,
+  # or replicas taking different paths would show.
+  assert out["sgd"]["update"] > 1e-3, out
+  assert out["sgd"]["diff"] < 1e-5, out
+  assert "model.batch_size = 7" in out["indivisible"] and "2 replicas" in out["indivisible"]
+
+
+def test_a_whole_mirrored_run_on_two_logical_cpus(tmp_path):
+  completed = subprocess.run(
+      [sys.executable, "-c", MIRRORED_RUN_SCRIPT, str(tmp_path / "run"),
+       os.path.join(conftest.GIN_CONFIGS, "dsprites.gin"), *SMALL_RUN],
+      capture_output=True, text=True, timeout=600)
+  out = _result(completed)
+  assert out["replicas"] == 2
+  assert out["finished"] and out["checkpoint"].endswith("ckpt-6")
+  assert os.path.isfile(tmp_path / "run" / "results" / "latent_traversals.png")
+
+
+def _free_ports(count):
+  sockets = [socket.socket() for _ in range(count)]
+  for s in sockets:
+    s.bind(("localhost", 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
+WORKER_SCRIPT = r"""
+import sys
+import numpy as np
+from lievae_tf import train
+model_dir, out, gin_file = sys.argv[1:4]
+vae = train.train_with_gin(model_dir, gin_config_files=[gin_file], gin_bindings=sys.argv[4:])
+np.savez(out, *[w.numpy() for w in vae.trainable_weights])
+"""
+
+
+def test_two_workers_keep_identical_weights_and_only_the_chief_writes(tmp_path):
+  ports = _free_ports(2)
+  cluster = {"worker": [f"localhost:{p}" for p in ports]}
+  bindings = SMALL_RUN + ["training.strategy = 'multi_worker'"]
+  processes = []
+  for index in range(2):
+    # A model_dir per worker, as on machines without a shared disk: the non-chief's stays empty.
+    env = dict(os.environ, TF_CONFIG=json.dumps(
+        {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+    processes.append(subprocess.Popen(
+        [sys.executable, "-c", WORKER_SCRIPT, str(tmp_path / f"model_{index}"),
+         str(tmp_path / f"weights_{index}.npz"),
+         os.path.join(conftest.GIN_CONFIGS, "dsprites.gin"), *bindings],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+  try:
+    outputs = [p.communicate(timeout=600) for p in processes]
+  finally:
+    for p in processes:
+      if p.poll() is None:
+        p.kill()
+  for p, (_, err) in zip(processes, outputs):
+    assert p.returncode == 0, err[-4000:]
+
+  weights = [np.load(tmp_path / f"weights_{i}.npz") for i in range(2)]
+  assert len(weights[0].files) == len(weights[1].files) > 0
+  for name in weights[0].files:
+    np.testing.assert_array_equal(weights[0][name], weights[1][name])
+
+  chief = tmp_path / "model_0"
+  assert (chief / "results" / "aggregate" / "train.json").is_file()
+  assert (chief / "tfhub" / "saved_model.pb").is_file()
+  assert sorted(os.listdir(chief / "tf_checkpoint")) == [
+      "checkpoint", "ckpt-3.data-00000-of-00001", "ckpt-3.index", "ckpt-6.data-00000-of-00001",
+      "ckpt-6.index"]
+  written_by_other = [os.path.join(root, f) for root, _, files in os.walk(tmp_path / "model_1")
+                      for f in files]
+  assert written_by_other == []
+  with open(chief / "results" / "json" / "train_results.json") as f:
+    assert json.load(f)["training_steps"] == 6
+
+
+@pytest.mark.parametrize("tf_config, words", [
+    ('{"cluster": {"worker": ["localhost:1"]', ["not valid JSON"]),
+    ('{"cluster": {"worker": ["localhost"]}, "task": {"type": "worker", "index": 0}}',
+     ["'localhost'", "host:port"]),
+    ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}',
+     ["'index': 2", "{'worker': 2}"]),
+    ('{"cluster": {"ps": ["a:1"], "worker": ["b:2"]}, "task": {"type": "worker", "index": 0}}',
+     ["'ps'"]),
+])
+def test_malformed_tf_config_is_a_clear_error(tf_config, words):
+  from lievae_tf import train  # pylint: disable=g-import-not-at-top
+  from lievae_tf.errors import UserError  # pylint: disable=g-import-not-at-top
+  with pytest.raises(UserError) as error:
+    train.parse_tf_config(tf_config)
+  for word in words:
+    assert word in str(error.value)
+  assert "TF_CONFIG" in str(error.value)

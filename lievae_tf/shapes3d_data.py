@@ -4,8 +4,8 @@
   `Shapes3D` holds a float32 copy, ~24 GB). The input pipeline gathers a batch of uint8 and scales
   it by `pixel_scale` (1/255) to float32 per batch.
 - Which file: `lievae_data.shapes3d_h5 = 'PATH'` in gin, or, when unset, with
-  `dataset.name = 'shapes3d'`, `$DISENTANGLEMENT_LIB_DATA/3dshapes/3dshapes.h5` if dlib's own npz
-  is not there. `dataset.name` stays 'shapes3d', so dlib's later steps (postprocess, evaluate)
+  `dataset.name = 'shapes3d'`, `$DISENTANGLEMENT_LIB_DATA/3dshapes/3dshapes.h5` whenever it exists
+  (preferred to dlib's npz beside it, which would cost a 24 GB float32 copy). `dataset.name` stays 'shapes3d', so dlib's later steps (postprocess, evaluate)
   resolve the dataset as usual; they read dlib's npz, which `write_dlib_npz` makes from the h5.
 - `write_dlib_npz` streams: it reads the h5 in chunks and writes them into the npz's zip entries
   behind a `.npy` header, so memory stays at one chunk; the file appears atomically.
@@ -48,7 +48,7 @@ def data_options(shapes3d_h5=None):
 
   Args:
     shapes3d_h5: path of the public `3dshapes.h5` to train on when `dataset.name = 'shapes3d'`.
-      None: use `$DISENTANGLEMENT_LIB_DATA/3dshapes/3dshapes.h5` if dlib's npz is absent there.
+      None: use `$DISENTANGLEMENT_LIB_DATA/3dshapes/3dshapes.h5` if it exists.
   """
   return dict(shapes3d_h5=shapes3d_h5)
 
@@ -66,7 +66,7 @@ def training_h5(dataset_name):
       raise UserError(f"lievae_data.shapes3d_h5 = {path!r}: no such file. Point it at the "
                       "public 3dshapes.h5 (https://github.com/deepmind/3d-shapes).")
     return path
-  if not os.path.isfile(dlib_npz_path()) and os.path.isfile(default_h5_path()):
+  if os.path.isfile(default_h5_path()):
     return default_h5_path()
   return None
 

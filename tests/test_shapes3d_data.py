@@ -90,3 +90,18 @@ def test_lievae_train_trains_from_the_h5(h5_path, tmp_path):
     operative = f.read()
   assert "dataset.name = 'shapes3d'" in operative and h5_path in operative
   assert os.path.isfile(os.path.join(model_dir, "tfhub", "saved_model.pb"))
+
+
+def test_an_h5_where_dlib_looks_is_used_without_a_binding(h5_path, tmp_path, monkeypatch):
+  from disentanglement_lib.data.ground_truth import named_data  # pylint: disable=unused-import
+  (tmp_path / "3dshapes").mkdir()
+  os.symlink(h5_path, tmp_path / "3dshapes" / "3dshapes.h5")
+  monkeypatch.setenv("DISENTANGLEMENT_LIB_DATA", str(tmp_path))
+  gin.clear_config()
+  gin.parse_config(["dataset.name = 'shapes3d'"])
+  try:
+    data = data_lib.load_ground_truth_data()
+    assert "dataset.name = 'shapes3d'" in gin.operative_config_str()  # dlib's later steps need it
+  finally:
+    gin.clear_config()
+  assert shapes3d_data.is_h5_ground_truth_data(data) and data.images.dtype == np.uint8

@@ -88,6 +88,9 @@ def summarise(long, config_variables):
   # n: seeds per configuration (the most evaluations any metric of it has).
   counts = long.groupby(group + ["metric"])["seed"].nunique().groupby(group).max()
   summary["n"] = counts.reindex(wide.index).to_numpy()
+  # pivot_table(dropna=False) spans every combination of the variables; keep those that ran.
+  summary = summary[summary["n"].notna()].reset_index(drop=True)
+  summary["n"] = summary["n"].astype(int)
   return summary
 
 

@@ -95,6 +95,17 @@ def test_collect_summarises_the_aggregated_json(sweep, tmp_path):
   assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
 
+def test_collect_lists_only_configurations_that_ran(sweep, tmp_path):
+  output_dir, _ = sweep
+  result = command("lievae_collect", f"--aggregated_json={output_dir}/results.json",
+                   "--config_variables=model.model,LieGroupVAE.no_exp", f"--output_dir={tmp_path}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = pd.read_csv(tmp_path / "summary.csv", keep_default_na=False)
+  assert sorted(zip(summary["model.model"], summary["LieGroupVAE.no_exp"].astype(str))) == [
+      ("@BetaVAE", "-"), ("@LieGroupVAE", "False")]
+  assert list(summary["n"]) == [2, 2]
+
+
 def test_collect_names_an_unknown_config_variable(sweep, tmp_path):
   output_dir, _ = sweep
   result = command("lievae_collect", f"--aggregated_json={output_dir}/results.json",

@@ -51,10 +51,44 @@ def _register_contrib_framework():
   sys.modules["tensorflow.contrib.framework"] = framework
 
 
+class _RegisterMetricsAfterDlibEvaluate:
+  """Imports `lievae_tf.factor_leakage` (registering `@factor_leakage` with gin) right after
+  `disentanglement_lib.evaluation.evaluate` is imported: the stock `dlib_evaluate` then accepts
+  it, and no other process pays for the import."""
+  TARGET = "disentanglement_lib.evaluation.evaluate"
+
+  def find_spec(self, name, path=None, target=None):
+    if name != self.TARGET:
+      return None
+    for finder in sys.meta_path:
+      if finder is self or not hasattr(finder, "find_spec"):
+        continue
+      spec = finder.find_spec(name, path, target)
+      if spec is not None:
+        break
+    else:
+      return None
+    loader = spec.loader
+    original_exec = loader.exec_module
+
+    def exec_module(module):
+      original_exec(module)
+      import lievae_tf.factor_leakage  # pylint: disable=g-import-not-at-top,unused-import
+
+    loader.exec_module = exec_module
+    return spec
+
+
+def _register_metrics_lazily():
+  if not any(isinstance(f, _RegisterMetricsAfterDlibEvaluate) for f in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterMetricsAfterDlibEvaluate())
+
+
 def apply():
-  """Installs both shims; idempotent."""
+  """Installs both shims and the lazy metric registration; idempotent."""
   _alias_collections_abc()
   _register_contrib_framework()
+  _register_metrics_lazily()
 
 
 def install_site_hook(site_packages=None):

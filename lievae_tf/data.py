@@ -19,6 +19,7 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
+from lievae_tf import shapes3d_data  # registers `lievae_data` with gin
 from lievae_tf.errors import UserError
 
 DATA_ENV = "DISENTANGLEMENT_LIB_DATA"
@@ -48,6 +49,9 @@ def load_ground_truth_data():
   import gin  # pylint: disable=g-import-not-at-top
   from disentanglement_lib.data.ground_truth import named_data  # pylint: disable=g-import-not-at-top
   name = gin.query_parameter("dataset.name")
+  h5_path = shapes3d_data.training_h5(name)  # the public 3dshapes.h5, held as uint8
+  if h5_path:
+    return shapes3d_data.load_h5_ground_truth_data(h5_path)
   try:
     ground_truth_data = named_data.get_named_ground_truth_data()
   except (FileNotFoundError, tf.errors.NotFoundError) as e:
@@ -102,6 +106,8 @@ def validate_images(ground_truth_data, name):
 def image_grid(ground_truth_data):
   """The in-memory array of every image of the factor grid, or None for other datasets."""
   from disentanglement_lib.data.ground_truth import dsprites, shapes3d  # pylint: disable=g-import-not-at-top
+  if shapes3d_data.is_h5_ground_truth_data(ground_truth_data):
+    return ground_truth_data.images
   # Exact types: dlib's dSprites variants transform images when sampling.
   if type(ground_truth_data) not in (dsprites.DSprites, shapes3d.Shapes3D):  # pylint: disable=unidiomatic-typecheck
     return None
@@ -131,6 +137,8 @@ def make_input_fn(ground_truth_data, global_batch_size, seed, start_step=0):
   """
   shape = observation_shape(ground_truth_data)
   images = image_grid(ground_truth_data)
+  # uint8 0..255 grids (the 3dshapes.h5) are scaled per batch; dlib's own arrays are in [0, 1].
+  pixel_scale = getattr(ground_truth_data, "pixel_scale", None)
 
   def input_fn(input_context=None):
     input_context = input_context or tf.distribute.InputContext()
@@ -160,7 +168,10 @@ def make_input_fn(ground_truth_data, global_batch_size, seed, start_step=0):
 
     def to_images(step, replica):
       # The reshape also adds dSprites' channel axis.
-      return tf.reshape(tf.cast(gather(step, replica), tf.float32), [batch] + shape)
+      batch_images = tf.cast(gather(step, replica), tf.float32)
+      if pixel_scale is not None and images is not None:
+        batch_images = batch_images * pixel_scale
+      return tf.reshape(batch_images, [batch] + shape)
 
     return elements.map(to_images, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
         tf.data.AUTOTUNE)

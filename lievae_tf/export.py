@@ -15,8 +15,6 @@ import tempfile
 import tensorflow as tf
 import tensorflow_hub as hub
 
-from lievae_tf import model as model_lib
-
 tf1 = tf.compat.v1
 
 
@@ -47,14 +45,14 @@ def remove_partial_outputs(model_dir):
       shutil.rmtree(os.path.join(model_dir, entry), ignore_errors=True)
 
 
-def _module_fn_for(config, image_shape, weight_names):
-  """A TF1 `module_fn` building `LieGroupVAE(**config)`; records the module's weight names."""
+def _module_fn_for(model_class, config, image_shape, weight_names):
+  """A TF1 `module_fn` building `model_class(**config)`; records the module's weight names."""
 
   def module_fn(is_training):
     del is_training  # No dropout or batch norm: both graph variants are the same network.
-    vae = model_lib.LieGroupVAE(**config)
+    vae = model_class(**config)
     images = tf1.placeholder(tf.float32, shape=[None] + list(image_shape), name="images")
-    _, mean, logvar = vae.encode(images)
+    mean, logvar = vae.gaussian_encoder(images)
     hub.add_signature(name="gaussian_encoder", inputs={"images": images},
                       outputs={"mean": mean, "logvar": logvar})
     sample = mean + tf.exp(logvar / 2) * tf.random.normal(tf.shape(mean))
@@ -74,13 +72,13 @@ def export_tfhub(vae, image_shape, export_path):
   config = vae.get_config()
   try:
     spec = hub.create_module_spec(
-        _module_fn_for(config, image_shape, weight_names),
+        _module_fn_for(type(vae), config, image_shape, weight_names),
         tags_and_args=[({"train"}, {"is_training": True}), (set(), {"is_training": False})])
   finally:
     # Keras switches a layer class's base to its TF1 version, for every instance, when the
     # class is instantiated in a graph (as `module_fn` does), which breaks the eager `vae`.
     # Instantiating the same classes eagerly switches them back.
-    model_lib.LieGroupVAE(**config)
+    type(vae)(**config)
   values = [w.numpy() for w in model_weights(vae)]
   with tf.Graph().as_default():
     module = hub.Module(spec, trainable=True, tags={"train"})

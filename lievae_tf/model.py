@@ -113,6 +113,11 @@ class LieGroupVAE(tf.keras.Model):
   def decode_latents(self, z):
     return self.decode(self.group_map(z))
 
+  def gaussian_encoder(self, images):
+    """images -> (mu, logvar): the interface export.py shares with the baselines."""
+    _, mu, logvar = self.encode(images)
+    return mu, logvar
+
   def call(self, images):
     """Deterministic reconstruction logits, decoded from z = mu."""
     _, mu, _ = self.encode(images)
@@ -223,6 +228,9 @@ class LieGroupVAE(tf.keras.Model):
 
 def build(model, image_shape):
   """Creates every variable of `model` by one forward pass through all its parts."""
+  if hasattr(model, "build_variables"):  # the baselines (lievae_tf.baselines)
+    model.build_variables(image_shape)
+    return model
   images = tf.zeros([1] + list(image_shape))
   group_feats, mu, _ = model.encode(images)
   model.decode(group_feats)

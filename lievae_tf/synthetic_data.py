@@ -310,3 +310,124 @@ def write_synthetic_dsprites(data_root, factor_sizes=DSPRITES_FULL_FACTOR_SIZES,
   _atomic_write(os.path.join(os.path.dirname(path), README_FILENAME),
                 lambda f: f.write(readme.encode("utf-8")))
   return path
+
+
+# SYNTHETIC 3DShapes-format data: DeepMind's `3dshapes.h5` layout, procedurally drawn.
+#
+# A flat "room": the wall above a horizon, the floor below it, an object standing on the floor.
+# Factors (C order, orientation fastest, as the real file): floor hue, wall hue, object hue
+# (hues k/n), scale (linspace(0.75, 1.25, n)), shape (0 cube, 1 cylinder, 2 sphere, 3 capsule,
+# drawn as square, tall rectangle, disc, pill), orientation (linspace(-30, 30, n) degrees: the
+# horizon tilts and the object slides sideways, as a camera turning round the room would show).
+
+SHAPES3D_FACTOR_NAMES = ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation")
+SHAPES3D_FULL_FACTOR_SIZES = (10, 10, 10, 8, 4, 15)
+SHAPES3D_SHAPE_NAMES = ("cube", "cylinder", "sphere", "capsule")
+SHAPES3D_H5_FILENAME = "3dshapes.h5"
+
+
+def _validate_shapes3d_sizes(factor_sizes):
+  sizes = tuple(factor_sizes)
+  if len(sizes) != 6 or not all(isinstance(s, (int, np.integer)) and s >= 1 for s in sizes):
+    raise ValueError(f"factor_sizes must be six positive integers {SHAPES3D_FACTOR_NAMES}, got "
+                     f"{factor_sizes!r}")
+  if sizes[4] > len(SHAPES3D_SHAPE_NAMES):
+    raise ValueError(f"factor size of shape must be at most {len(SHAPES3D_SHAPE_NAMES)} "
+                     f"{SHAPES3D_SHAPE_NAMES}, got {sizes[4]}")
+  return tuple(int(s) for s in sizes)
+
+
+def shapes3d_factor_values(factor_sizes):
+  """The label value of each factor index, per factor (the real file's values on its grid)."""
+  n_floor, n_wall, n_object, n_scale, n_shape, n_orient = factor_sizes
+  return [np.arange(n_floor) / n_floor, np.arange(n_wall) / n_wall,
+          np.arange(n_object) / n_object, np.linspace(0.75, 1.25, n_scale),
+          np.arange(n_shape, dtype=np.float64), np.linspace(-30.0, 30.0, n_orient)]
+
+
+def _hue_colours(hues, saturation, value):
+  import colorsys  # pylint: disable=g-import-not-at-top
+  return np.array([colorsys.hsv_to_rgb(h, saturation, value) for h in hues]) * 255.0
+
+
+# Floor, wall and object differ in shade as lit surfaces do, so that equal hues stay apart.
+_SHADES = ((0.75, 0.55), (0.6, 0.85), (0.9, 1.0))
+
+
+def _shapes3d_masks(scales, n_shape, orientations):
+  """(floor masks (n_orient, 64, 64), object masks (n_scale, n_shape, n_orient, 64, 64))."""
+  y, x = np.mgrid[0:_IMAGE_SIZE, 0:_IMAGE_SIZE] + 0.5
+  slope = np.tan(np.radians(orientations))[:, None, None] * 0.5
+  floor = y[None] > 34.0 + slope * (x[None] - 32.0)
+  # The object's centre moves sideways with the view; its base stays on the floor.
+  centre_x = (32.0 - orientations / 30.0 * 12.0)[None, :, None, None]
+  half = (scales * 9.0)[:, None, None, None]
+  base = 50.0
+  dx, dy = x[None, None] - centre_x, y[None, None] - (base - half)
+  masks = [
+      (np.abs(dx) <= half) & (np.abs(dy) <= half),                        # cube: square
+      (np.abs(dx) <= 0.6 * half) & (np.abs(dy) <= half),                  # cylinder: tall box
+      dx**2 + dy**2 <= half**2,                                           # sphere: disc
+      (np.abs(dx) <= 0.5 * half) & (np.abs(dy) <= 0.5 * half) |            # capsule: pill
+      (dx**2 + (np.abs(dy) - 0.5 * half).clip(0)**2 <= (0.5 * half)**2)
+      & (np.abs(dy) <= half),
+  ][:n_shape]
+  return floor, np.stack(masks, axis=1)
+
+
+def render_shapes3d_chunks(factor_sizes=SHAPES3D_FULL_FACTOR_SIZES):
+  """Yields (images uint8 (k, 64, 64, 3), labels float64 (k, 6)) in C order over the grid, one
+  (floor hue, wall hue) block at a time, so that the full grid never needs to be in memory."""
+  sizes = _validate_shapes3d_sizes(factor_sizes)
+  values = shapes3d_factor_values(sizes)
+  floor_masks, object_masks = _shapes3d_masks(values[3], sizes[4], values[5])
+  colours = [_hue_colours(values[i], *_SHADES[i]) for i in range(3)]
+  inner = sizes[2:]  # object hue, scale, shape, orientation
+  classes = np.indices(inner).reshape(4, -1).T
+  for i_floor in range(sizes[0]):
+    for i_wall in range(sizes[1]):
+      background = np.where(floor_masks[..., None], colours[0][i_floor], colours[1][i_wall])
+      images = np.where(object_masks[None, ..., None],
+                        colours[2][:, None, None, None, None, None, :],
+                        background[None, None, None])
+      labels = np.column_stack([np.full(len(classes), values[0][i_floor]),
+                                np.full(len(classes), values[1][i_wall])] +
+                               [values[2 + j][classes[:, j]] for j in range(4)])
+      yield np.rint(images).astype(np.uint8).reshape(-1, _IMAGE_SIZE, _IMAGE_SIZE, 3), labels
+
+
+def write_synthetic_shapes3d_h5(path, factor_sizes=SHAPES3D_FULL_FACTOR_SIZES, overwrite=False):
+  """Writes a SYNTHETIC 3DShapes-format h5 (`images` uint8 (N, 64, 64, 3), `labels` (N, 6)) at
+  `path`, atomically, block by block. Returns the path."""
+  import h5py  # pylint: disable=g-import-not-at-top
+  sizes = _validate_shapes3d_sizes(factor_sizes)
+  if os.path.exists(path) and not overwrite:
+    raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  num_images = int(np.prod(sizes))
+
+  # h5py needs a file it can also read back: write to a temporary path, then rename.
+  directory = os.path.dirname(os.path.abspath(path))
+  fd, tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                                  dir=directory)
+  os.close(fd)
+  try:
+    with h5py.File(tmp_path, "w") as h5:
+      images = h5.create_dataset("images", (num_images, 64, 64, 3), np.uint8,
+                                 chunks=(min(num_images, 64), 64, 64, 3))
+      labels = h5.create_dataset("labels", (num_images, 6), np.float64)
+      start = 0
+      for block_images, block_labels in render_shapes3d_chunks(sizes):
+        images[start:start + len(block_images)] = block_images
+        labels[start:start + len(block_images)] = block_labels
+        start += len(block_images)
+      h5.attrs["description"] = (
+          "SYNTHETIC data generated by lievae_tf.synthetic_data, NOT DeepMind's 3dshapes. "
+          f"Factor sizes {sizes} for {SHAPES3D_FACTOR_NAMES}.")
+    os.chmod(tmp_path, 0o644)
+    os.replace(tmp_path, path)
+  except BaseException:
+    if os.path.exists(tmp_path):
+      os.remove(tmp_path)
+    raise
+  return path

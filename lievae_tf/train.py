@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
+from lievae_tf import baselines  # pylint: disable=unused-import (registers BetaVAE)
 from lievae_tf import data as data_lib
 from lievae_tf import export
 from lievae_tf import model as model_lib  # pylint: disable=unused-import (registers LieGroupVAE)

@@ -1,0 +1,139 @@
+"""Baselines trained and exported by the same `lievae_train`: dlib's β-VAE in Keras.
+
+`BetaVAE` is disentanglement_lib's `BetaVAE` with its default architecture: `conv_encoder` and
+`deconv_decoder` of `methods/shared/architectures.py` (TF1 `tf.layers`), rebuilt layer for layer
+in Keras, and its loss: Bernoulli reconstruction (sigmoid cross-entropy on logits, summed over
+pixels, `subtract_true_image_entropy=False` as dlib's default) + beta * KL, averaged over the
+batch. (The `no_exp` ablation is `LieGroupVAE.no_exp = True`.)
+
+Every model `lievae_train` trains offers the interface `export.py` needs: `gaussian_encoder(images)
+-> (mean, logvar)`, `decode_latents(z) -> logits`, `num_latents`, `get_config()` (constructor
+arguments) and `build_variables(image_shape)`.
+"""
+
+import gin
+import tensorflow as tf
+
+layers = tf.keras.layers
+
+LOSS_TERMS = ("loss", "recon_loss", "beta_kl", "total_kl", "elbo")
+
+
+class ConvEncoder(layers.Layer):
+  """dlib's `conv_encoder`: images -> (means, log_var)."""
+
+  def __init__(self, num_latents, **kwargs):
+    super().__init__(**kwargs)
+    self.body = tf.keras.Sequential([
+        layers.Conv2D(32, 4, strides=2, padding="same", activation="relu", name="e1"),
+        layers.Conv2D(32, 4, strides=2, padding="same", activation="relu", name="e2"),
+        layers.Conv2D(64, 2, strides=2, padding="same", activation="relu", name="e3"),
+        layers.Conv2D(64, 2, strides=2, padding="same", activation="relu", name="e4"),
+        layers.Flatten(),
+        layers.Dense(256, activation="relu", name="e5"),
+    ], name="body")
+    self.means = layers.Dense(num_latents, name="means")
+    self.log_var = layers.Dense(num_latents, name="log_var")
+
+  def call(self, images):
+    features = self.body(images)
+    return self.means(features), self.log_var(features)
+
+
+def deconv_decoder(num_latents, num_channels, name="decoder"):
+  """dlib's `deconv_decoder`: latents -> image logits (B, 64, 64, C)."""
+  return tf.keras.Sequential([
+      layers.Dense(256, activation="relu", name="d1"),
+      layers.Dense(1024, activation="relu", name="d2"),
+      layers.Reshape((4, 4, 64)),
+      layers.Conv2DTranspose(64, 4, strides=2, padding="same", activation="relu", name="d3"),
+      layers.Conv2DTranspose(32, 4, strides=2, padding="same", activation="relu", name="d4"),
+      layers.Conv2DTranspose(32, 4, strides=2, padding="same", activation="relu", name="d5"),
+      layers.Conv2DTranspose(num_channels, 4, strides=2, padding="same", name="d6"),
+  ], name=name)
+
+
+@gin.configurable("BetaVAE", denylist=["num_channels", "seed"])
+class BetaVAE(tf.keras.Model):
+  """β-VAE (Higgins et al. 2017) as disentanglement_lib trains it.
+
+  Args:
+    num_channels: image channels; set from the dataset.
+    num_latents: latent dimensions (dlib's `encoder.num_latent`; 10 in its studies).
+    beta: weight of the KL term (dlib's study uses 1, 2, 4, 6, 8, 16).
+    seed: seed of the per-step reparameterisation noise; set from `model.random_seed`.
+  """
+
+  def __init__(self, num_channels=1, num_latents=10, beta=1.0, seed=0, name="beta_vae"):
+    super().__init__(name=name)
+    self.config = dict(num_channels=num_channels, num_latents=num_latents, beta=beta, seed=seed)
+    self.num_latents = num_latents
+    self.encoder = ConvEncoder(num_latents, name="encoder")
+    self.decoder = deconv_decoder(num_latents, num_channels)
+    self.trackers = {n: tf.keras.metrics.Mean(name=n) for n in LOSS_TERMS}
+    self.trackers.update({f"kl_{i}": tf.keras.metrics.Mean(name=f"kl_{i}")
+                          for i in range(num_latents)})
+
+  def get_config(self):
+    return dict(self.config)
+
+  @property
+  def metrics(self):
+    return list(self.trackers.values())
+
+  def gaussian_encoder(self, images):
+    means, log_var = self.encoder(images)
+    return means, log_var
+
+  def decode_latents(self, z):
+    return self.decoder(z)
+
+  def call(self, images):
+    mean, _ = self.gaussian_encoder(images)
+    return self.decode_latents(mean)
+
+  def build_variables(self, image_shape):
+    self.call(tf.zeros([1] + list(image_shape)))
+
+  def loss_terms(self, images, noise):
+    mean, logvar = self.gaussian_encoder(images)
+    z = mean + tf.exp(logvar / 2) * noise
+    logits = self.decode_latents(z)
+    recon_loss = tf.reduce_mean(tf.reduce_sum(
+        tf.nn.sigmoid_cross_entropy_with_logits(labels=images, logits=logits), axis=[1, 2, 3]))
+    kl_per_dim = 0.5 * (tf.square(mean) + tf.exp(logvar) - logvar - 1.0)
+    total_kl = tf.reduce_mean(tf.reduce_sum(kl_per_dim, axis=1))
+    beta_kl = self.config["beta"] * total_kl
+    return dict(loss=recon_loss + beta_kl, recon_loss=recon_loss, beta_kl=beta_kl,
+                total_kl=total_kl, elbo=-(recon_loss + total_kl),
+                kl_per_latent=tf.reduce_mean(kl_per_dim, axis=0))
+
+  def _noise(self, images, step):
+    """Stateless noise of (seed, step), drawn for the global batch and sliced per replica."""
+    seed = tf.stack([tf.cast(self.config["seed"], tf.int64), tf.cast(step, tf.int64)])
+    context = tf.distribute.get_replica_context()
+    replicas = context.num_replicas_in_sync if context else 1
+    replica = context.replica_id_in_sync_group if context else 0
+    local_batch = tf.shape(images)[0]
+    noise = tf.random.stateless_normal([local_batch * replicas, self.num_latents],
+                                       seed=tf.random.experimental.stateless_fold_in(seed, 1))
+    return noise[replica * local_batch:(replica + 1) * local_batch], replicas
+
+  def train_step(self, images):
+    noise, replicas = self._noise(images, self.optimizer.iterations)
+    with tf.GradientTape() as tape:
+      terms = self.loss_terms(images, noise)
+      scaled_loss = terms["loss"] / replicas
+    self.optimizer.minimize(scaled_loss, self.trainable_variables, tape=tape)
+    return self._track(terms)
+
+  def test_step(self, images):
+    return self._track(self.loss_terms(images, tf.zeros([tf.shape(images)[0],
+                                                          self.num_latents])))
+
+  def _track(self, terms):
+    for name in LOSS_TERMS:
+      self.trackers[name].update_state(terms[name])
+    for i in range(self.num_latents):
+      self.trackers[f"kl_{i}"].update_state(terms["kl_per_latent"][i])
+    return {name: tracker.result() for name, tracker in self.trackers.items()}

@@ -1,0 +1,280 @@
+"""Studies: gin files x bindings x seeds, each run train -> postprocess (mean) -> evaluate.
+
+A study is a set of settings (gin files + bindings, each named) and the metrics that score them.
+`lievae_sweep --study=NAME --seeds=0-9 --output_dir=DIR` expands it into runs
+`DIR/<setting>/seed<k>` (each a `--model_dir`), and runs every step that is not finished yet with
+the real commands, as subprocesses: `lievae_train`, then the stock `dlib_postprocess` and
+`dlib_evaluate`; at the end `dlib_aggregate_results` writes `DIR/results.json`. A step is finished
+when its `results/aggregate/<step>.json` exists (dlib writes it last), so an interrupted sweep
+resumes where it stopped; `lievae_train` itself resumes an unfinished training from its checkpoint.
+Finished steps are not re-checked against changed flags: to redo a run, delete its directory.
+"""
+
+import collections
+import concurrent.futures
+import os
+import shlex
+import threading
+import time
+
+from lievae_tf import quickstart
+from lievae_tf.errors import UserError
+
+REPO_GIN_CONFIGS = quickstart.REPO_GIN_CONFIGS
+
+Setting = collections.namedtuple("Setting", "name gin_configs bindings")
+Study = collections.namedtuple("Study", "description settings metrics")
+
+# dlib's metric config of each metric name, and the key of its headline score.
+METRIC_CONFIGS = {
+    "factor_vae": ("factor_vae_metric", "eval_accuracy"),
+    "beta_vae": ("beta_vae_sklearn", "eval_accuracy"),
+    "mig": ("mig", "discrete_mig"),
+    "sap": ("sap_score", "SAP_score"),
+    "dci": ("dci", "disentanglement"),
+    "modularity": ("modularity_explicitness", "modularity_score"),
+    "factor_leakage": (None, "factor_leakage"),  # lievae_tf.factor_leakage, see its module
+}
+
+# The paper's metrics at dlib's sizes (the paper code computed MIG/SAP/DCI on 1,000 points).
+PAPER_METRICS = (("factor_vae", ()), ("mig", ()), ("sap", ()), ("dci", ()))
+# Sizes a 2-core CPU evaluates in seconds: for trying things out, not for reporting.
+SMALL_METRICS = (
+    ("factor_vae", ("factor_vae_score.num_variance_estimate = 5000",
+                    "factor_vae_score.num_train = 1000", "factor_vae_score.num_eval = 500")),
+    ("mig", ("mig.num_train = 5000",)),
+    ("sap", ("sap_score.num_train = 2000", "sap_score.num_test = 1000")),
+    ("dci", ("dci.num_train = 1000", "dci.num_test = 500")),
+)
+
+
+def _models(dataset):
+  return (Setting("clg_vae", (f"{dataset}.gin",), ()),
+          Setting("no_exp", (f"no_exp_{dataset}.gin",), ()),
+          Setting("beta_vae", (f"beta_vae_{dataset}.gin",), ()))
+
+
+_SHORT = ("model.training_steps = 1000", "model.batch_size = 64", "model.eval_steps = 10",
+          "training.checkpoint_every = 500")
+
+STUDIES = {
+    "paper_dsprites": Study("The paper's dSprites runs (run with --seeds=0-9).",
+                            (Setting("clg_vae", ("dsprites.gin",), ()),), PAPER_METRICS),
+    "paper_shapes3d": Study("The paper's 3DShapes runs (run with --seeds=0-9).",
+                            (Setting("clg_vae", ("shapes3d.gin",), ()),), PAPER_METRICS),
+    "baselines_dsprites": Study("CLG-VAE, its no_exp ablation and dlib's β-VAE on dSprites, at "
+                                "the paper's steps and batch.", _models("dsprites"),
+                                PAPER_METRICS),
+    "baselines_shapes3d": Study("The same on 3DShapes.", _models("shapes3d"), PAPER_METRICS),
+    "comparison_synthetic": Study(
+        "CLG-VAE vs no_exp vs β-VAE, 1,000 steps at batch 64, small metric sizes: for the "
+        "SYNTHETIC dSprites-format data of `lievae_make_data` (docs/comparison_synthetic.md).",
+        tuple(Setting(s.name, s.gin_configs, _SHORT) for s in _models("dsprites")),
+        SMALL_METRICS),
+}
+
+
+def get_study(name):
+  if name not in STUDIES:
+    raise UserError(f"--study={name!r} is not a study; choose one of {', '.join(STUDIES)}.")
+  return STUDIES[name]
+
+
+def parse_seeds(text):
+  """'0-9' or '0,3,5' or '1-2,7' -> sorted list of ints."""
+  seeds = set()
+  try:
+    for part in str(text).split(","):
+      part = part.strip()
+      if "-" in part:
+        low, high = (int(v) for v in part.split("-", 1))
+        if high < low:
+          raise ValueError
+        seeds.update(range(low, high + 1))
+      elif part:
+        seeds.add(int(part))
+  except ValueError:
+    raise UserError(f"--seeds={text!r}: give seeds as a range and/or list, e.g. 0-9 or "
+                    "0,2,5-7.") from None
+  if not seeds:
+    raise UserError("--seeds is empty: give e.g. --seeds=0-9.")
+  return sorted(seeds)
+
+
+class Run:
+  """One (setting, seed): its model_dir and the commands of its steps."""
+
+  def __init__(self, output_dir, setting, seed, metrics, extra_bindings=(),
+               metric_bindings=()):
+    self.setting, self.seed, self.metrics = setting, seed, metrics
+    self.name = f"{setting.name}/seed{seed}"
+    self.model_dir = os.path.join(output_dir, setting.name, f"seed{seed}")
+    self.log_dir = os.path.join(output_dir, "logs", setting.name, f"seed{seed}")
+    self.extra_bindings, self.metric_bindings = list(extra_bindings), list(metric_bindings)
+
+  @property
+  def representation_dir(self):
+    return os.path.join(self.model_dir, "postprocessed", "mean")
+
+  def metric_dir(self, metric):
+    return os.path.join(self.model_dir, "metrics", "mean", metric)
+
+  def steps(self):
+    """[(step name, finished marker, command)] in order."""
+    config_dir = quickstart.dlib_config_dir()
+    train = quickstart._command("lievae_train") + [f"--model_dir={self.model_dir}"]  # pylint: disable=protected-access
+    for config in self.setting.gin_configs:
+      path = config if os.path.isabs(config) else os.path.join(REPO_GIN_CONFIGS, config)
+      train.append(f"--gin_config={path}")
+    train += [f"--gin_bindings={b}" for b in list(self.setting.bindings) + self.extra_bindings +
+              [f"model.random_seed = {self.seed}"]]
+    steps = [("train", os.path.join(self.model_dir, "results", "aggregate", "train.json"), train)]
+    # --overwrite: a step that is not finished may have left a partial directory behind.
+    steps.append(("postprocess", os.path.join(self.representation_dir, "results", "aggregate",
+                                              "postprocess.json"),
+                  quickstart._command("dlib_postprocess") + [  # pylint: disable=protected-access
+                      f"--model_dir={self.model_dir}", f"--output_dir={self.representation_dir}",
+                      f"--gin_config={os.path.join(config_dir, 'postprocess_configs', 'mean.gin')}",
+                      "--overwrite"]))
+    for metric, bindings in self.metrics:
+      steps.append((f"evaluate_{metric}", os.path.join(self.metric_dir(metric), "results",
+                                                       "aggregate", "evaluation.json"),
+                    evaluate_command(self.representation_dir, self.metric_dir(metric), metric,
+                                     list(bindings) + self.metric_bindings)))
+    return steps
+
+  def pending(self):
+    return [s for s in self.steps() if not os.path.isfile(s[1])]
+
+
+def evaluate_command(representation_dir, output_dir, metric, bindings):
+  """The stock `dlib_evaluate` of one metric; bindings of other metrics are dropped."""
+  config, _ = METRIC_CONFIGS[metric]
+  if config is None:
+    from lievae_tf import factor_leakage  # pylint: disable=g-import-not-at-top
+    gin_config = factor_leakage.GIN_CONFIG
+  else:
+    gin_config = os.path.join(quickstart.dlib_config_dir(), "metric_configs", config + ".gin")
+  # A binding of another metric's configurable would fail in this process (gin does not know it).
+  prefixes = {"factor_vae": ("factor_vae_score.", "prune_dims."), "beta_vae": ("beta_vae_sklearn.",),
+              "mig": ("mig.", "discretizer."), "sap": ("sap_score.",), "dci": ("dci.",),
+              "modularity": ("modularity_explicitness.", "discretizer."),
+              "factor_leakage": ("factor_leakage.",)}
+  own = [b for b in bindings
+         if b.strip().startswith(prefixes[metric]) or b.strip().startswith("evaluation.")]
+  return quickstart._command("dlib_evaluate") + [  # pylint: disable=protected-access
+      f"--input_dir={representation_dir}", f"--output_dir={output_dir}",
+      f"--gin_config={gin_config}", f"--gin_bindings=evaluation.name = '{metric}'", "--overwrite"
+  ] + [f"--gin_bindings={b}" for b in own]
+
+
+def expand(study, output_dir, seeds, settings=None, extra_bindings=(), metric_bindings=(),
+           metrics=None):
+  chosen = list(study.settings)
+  if settings:
+    unknown = sorted(set(settings) - {s.name for s in chosen})
+    if unknown:
+      raise UserError(f"--settings: {unknown} not in this study; it has "
+                      f"{[s.name for s in chosen]}.")
+    chosen = [s for s in chosen if s.name in settings]
+  study_metrics = list(study.metrics)
+  if metrics:
+    unknown = sorted(set(metrics) - set(METRIC_CONFIGS))
+    if unknown:
+      raise UserError(f"--metrics: unknown {unknown}; choose from {sorted(METRIC_CONFIGS)}.")
+    known = dict(study_metrics)
+    study_metrics = [(m, known.get(m, ())) for m in metrics]
+  return [Run(output_dir, s, seed, study_metrics, extra_bindings, metric_bindings)
+          for s in chosen for seed in seeds]
+
+
+def aggregate_command(output_dir):
+  pattern = os.path.join(output_dir, "*", "seed*", "metrics", "*", "*", "results", "aggregate",
+                         "evaluation.json")
+  return quickstart._command("dlib_aggregate_results") + [  # pylint: disable=protected-access
+      f"--result_file_pattern={pattern}", f"--output_path={os.path.join(output_dir, 'results.json')}"]
+
+
+def print_commands(runs, output_dir, file=None):
+  """One shell line per run (its pending steps joined by &&), then the aggregation."""
+  for run in runs:
+    pending = run.pending()
+    if pending:
+      print(" && ".join(shlex.join(command) for _, _, command in pending), file=file)
+  print(shlex.join(aggregate_command(output_dir)), file=file)
+
+
+def run_sweep(runs, output_dir, jobs=1, env=None):
+  """Runs every pending step, `jobs` runs at a time; returns the aggregated JSON's path."""
+  env = dict(env or os.environ)
+  total = len(runs)
+  done = [sum(1 for r in runs if not r.pending())]
+  lock = threading.Lock()
+  failures = []
+  print(f"lievae_sweep: {total} runs, {done[0]} already finished", flush=True)
+
+  def run_one(run):
+    pending = run.pending()
+    if not pending:
+      return  # counted as finished above
+    os.makedirs(run.log_dir, exist_ok=True)
+    for step, _, command in pending:
+      started = time.time()
+      with lock:
+        print(f"[{done[0]}/{total}] {run.name}: {step} ...", flush=True)
+      try:
+        _call(command, env, os.path.join(run.log_dir, f"{step}.log"))
+      except UserError as e:
+        with lock:
+          failures.append(f"{run.name}: {e}")
+          print(f"[{done[0]}/{total}] {run.name}: {step} FAILED", flush=True)
+        return
+      with lock:
+        print(f"[{done[0]}/{total}] {run.name}: {step} done in {time.time() - started:.0f} s",
+              flush=True)
+    with lock:
+      done[0] += 1
+      print(f"[{done[0]}/{total}] {run.name}: finished", flush=True)
+
+  with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+    list(pool.map(run_one, runs))
+  if failures:
+    raise UserError(f"{len(failures)} of {total} runs failed (re-run the same command to resume "
+                    "the others' work):\n" + "\n".join(failures))
+  results = os.path.join(output_dir, "results.json")
+  _call(aggregate_command(output_dir), env, os.path.join(output_dir, "logs", "aggregate.log"))
+  print(f"lievae_sweep: all {total} runs finished; aggregated results in {results}", flush=True)
+  return results
+
+
+def _call(command, env, log_path):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  os.makedirs(os.path.dirname(log_path), exist_ok=True)
+  with open(log_path, "w") as log:
+    log.write("$ " + shlex.join(command) + "\n")
+    log.flush()
+    returncode = subprocess.call(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+  if returncode:
+    with open(log_path) as log:
+      tail = "".join(log.readlines()[-10:])
+    raise UserError(f"{os.path.basename(command[0])} failed (exit {returncode}); log "
+                    f"{log_path}:\n{tail}")
+
+
+def evaluate_model(model_dir, metrics, metric_bindings=(), env=None):
+  """`lievae_evaluate`: postprocess (mean) and the given metrics on a trained model_dir."""
+  if not os.path.isfile(os.path.join(model_dir, "results", "aggregate", "train.json")):
+    raise UserError(f"{model_dir} holds no finished model (results/aggregate/train.json is "
+                    "missing): train it with lievae_train first.")
+  setting = Setting(os.path.basename(os.path.normpath(model_dir)), (), ())
+  run = Run(os.path.dirname(os.path.abspath(model_dir)), setting, 0, list(metrics),
+            metric_bindings=metric_bindings)
+  run.model_dir = os.path.abspath(model_dir)
+  run.log_dir = os.path.join(run.model_dir, "evaluate_logs")
+  env = dict(env or os.environ)
+  for step, _, command in run.steps()[1:]:  # everything after training, always redone
+    started = time.time()
+    print(f"{step} ...", flush=True)
+    _call(command, env, os.path.join(run.log_dir, f"{step}.log"))
+    print(f"{step} done in {time.time() - started:.0f} s", flush=True)
+  return run

@@ -68,7 +68,7 @@ def traversal_codes(base, limit, steps):
 def traversals(vae, base_image):
   """The traversal grid (one row per latent) around the mean code of `base_image`."""
   options = visualize_options()
-  _, mu, _ = vae.encode(tf.constant(base_image[None], tf.float32))
+  mu, _ = vae.gaussian_encoder(tf.constant(base_image[None], tf.float32))
   codes = traversal_codes(mu.numpy()[0], options["traversal_limit"], options["traversal_steps"])
   decoded = tf.sigmoid(vae.decode_latents(tf.constant(codes))).numpy()
   return grid(decoded, options["traversal_steps"])

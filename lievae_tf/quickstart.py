@@ -6,6 +6,7 @@ SYNTHETIC dSprites-format data -> `lievae_train` -> the stock `dlib_postprocess`
 """
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -35,23 +36,32 @@ def dlib_config_dir():
                       "unsupervised_study_v1")
 
 
-def _command(name):
+def console_command(name):
   """The console script `name` of this environment."""
   path = os.path.join(os.path.dirname(sys.executable), name)
   return [path] if os.path.exists(path) else [name]
 
 
-def _run(args, env, log_path):
-  """Runs a pipeline step, its output to `log_path`; a failure shows the log's tail."""
-  started = time.time()
-  print(f"$ {' '.join(args)}", flush=True)
+def run_logged(args, env, log_path):
+  """Runs a pipeline step with its output (after the command line) in `log_path`; a failure is
+  a UserError that shows the log's tail."""
+  os.makedirs(os.path.dirname(log_path), exist_ok=True)
   with open(log_path, "w") as log:
+    log.write("$ " + shlex.join(args) + "\n")
+    log.flush()
     returncode = subprocess.call(args, env=env, stdout=log, stderr=subprocess.STDOUT)
   if returncode:
     with open(log_path) as log:
       tail = "".join(log.readlines()[-15:])
     raise UserError(f"{os.path.basename(args[0])} failed (exit {returncode}); its log is "
                     f"{log_path}:\n{tail}")
+
+
+def _run(args, env, log_path):
+  """`run_logged`, with the command and its time on the console."""
+  started = time.time()
+  print(f"$ {' '.join(args)}", flush=True)
+  run_logged(args, env, log_path)
   print(f"  done in {time.time() - started:.0f} s", flush=True)
 
 
@@ -77,21 +87,21 @@ def run(work_dir, gin_configs=None, gin_bindings=(), metrics=tuple(METRICS), ove
   path = synthetic_data.write_synthetic_dsprites(data_dir, factor_sizes)
   print(f"wrote SYNTHETIC dSprites-format data (grid {list(factor_sizes)}) to {path}")
 
-  train = _command("lievae_train") + [f"--model_dir={model_dir}"]
+  train = console_command("lievae_train") + [f"--model_dir={model_dir}"]
   train += [f"--gin_config={c}" for c in gin_configs]
   train += [f"--gin_bindings={b}" for b in gin_bindings]
   _run(train, env, os.path.join(logs, "train.log"))
 
   config_dir = dlib_config_dir()
   representation = os.path.join(model_dir, "postprocessed", "mean")
-  _run(_command("dlib_postprocess") + [
+  _run(console_command("dlib_postprocess") + [
       f"--model_dir={model_dir}", f"--output_dir={representation}",
       f"--gin_config={os.path.join(config_dir, 'postprocess_configs', 'mean.gin')}"
   ], env, os.path.join(logs, "postprocess.log"))
 
   for metric in metrics:
     config, bindings, _ = METRICS[metric]
-    evaluate = _command("dlib_evaluate") + [
+    evaluate = console_command("dlib_evaluate") + [
         f"--input_dir={representation}",
         f"--output_dir={os.path.join(model_dir, 'metrics', 'mean', metric)}",
         f"--gin_config={os.path.join(config_dir, 'metric_configs', config + '.gin')}",
@@ -100,7 +110,7 @@ def run(work_dir, gin_configs=None, gin_bindings=(), metrics=tuple(METRICS), ove
     _run(evaluate, env, os.path.join(logs, f"evaluate_{metric}.log"))
 
   aggregated = os.path.join(work_dir, "results.json")
-  _run(_command("dlib_aggregate_results") + [
+  _run(console_command("dlib_aggregate_results") + [
       f"--result_file_pattern={os.path.join(model_dir, 'metrics', '*', '*', 'results', 'aggregate', 'evaluation.json')}",
       f"--output_path={aggregated}"
   ], env, os.path.join(logs, "aggregate.log"))

@@ -12,12 +12,12 @@
 """
 
 import os
-import tempfile
 import zipfile
 
 import gin
 import numpy as np
 
+from lievae_tf import synthetic_data
 from lievae_tf.errors import UserError
 
 DATA_ENV = "DISENTANGLEMENT_LIB_DATA"
@@ -192,20 +192,11 @@ def write_dlib_npz(h5_path, root=None, overwrite=False):
     if sizes != FULL_FACTOR_SIZES:
       print(f"warning: {h5_path} has factor sizes {sizes}; dlib's Shapes3D assumes "
             f"{FULL_FACTOR_SIZES} and can only evaluate on the full grid.")
-    fd, tmp = tempfile.mkstemp(prefix=f".{DLIB_NPZ_FILENAME}.", suffix=".tmp",
-                               dir=os.path.dirname(path))
-    os.close(fd)
-    try:
+    with synthetic_data.atomic_file(path) as tmp:
       # Stored, not deflated: the images barely compress and deflate would cost minutes.
       with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
         chunks = (images[s:s + _CHUNK_IMAGES] for s in range(0, len(images), _CHUNK_IMAGES))
         _write_npy_entry(archive, "images", tuple(sizes) + (64, 64, 3), np.uint8, chunks)
         _write_npy_entry(archive, "labels", tuple(sizes) + (6,), label_values.dtype,
                          [label_values])
-      os.chmod(tmp, 0o644)
-      os.replace(tmp, path)
-    except BaseException:
-      if os.path.exists(tmp):
-        os.remove(tmp)
-      raise
   return path

@@ -122,7 +122,7 @@ class Run:
   def steps(self):
     """[(step name, finished marker, command)] in order."""
     config_dir = quickstart.dlib_config_dir()
-    train = quickstart._command("lievae_train") + [f"--model_dir={self.model_dir}"]  # pylint: disable=protected-access
+    train = quickstart.console_command("lievae_train") + [f"--model_dir={self.model_dir}"]
     for config in self.setting.gin_configs:
       path = config if os.path.isabs(config) else os.path.join(REPO_GIN_CONFIGS, config)
       train.append(f"--gin_config={path}")
@@ -132,7 +132,7 @@ class Run:
     # --overwrite: a step that is not finished may have left a partial directory behind.
     steps.append(("postprocess", os.path.join(self.representation_dir, "results", "aggregate",
                                               "postprocess.json"),
-                  quickstart._command("dlib_postprocess") + [  # pylint: disable=protected-access
+                  quickstart.console_command("dlib_postprocess") + [
                       f"--model_dir={self.model_dir}", f"--output_dir={self.representation_dir}",
                       f"--gin_config={os.path.join(config_dir, 'postprocess_configs', 'mean.gin')}",
                       "--overwrite"]))
@@ -162,7 +162,7 @@ def evaluate_command(representation_dir, output_dir, metric, bindings):
               "factor_leakage": ("factor_leakage.",)}
   own = [b for b in bindings
          if b.strip().startswith(prefixes[metric]) or b.strip().startswith("evaluation.")]
-  return quickstart._command("dlib_evaluate") + [  # pylint: disable=protected-access
+  return quickstart.console_command("dlib_evaluate") + [
       f"--input_dir={representation_dir}", f"--output_dir={output_dir}",
       f"--gin_config={gin_config}", f"--gin_bindings=evaluation.name = '{metric}'", "--overwrite"
   ] + [f"--gin_bindings={b}" for b in own]
@@ -191,7 +191,7 @@ def expand(study, output_dir, seeds, settings=None, extra_bindings=(), metric_bi
 def aggregate_command(output_dir):
   pattern = os.path.join(output_dir, "*", "seed*", "metrics", "*", "*", "results", "aggregate",
                          "evaluation.json")
-  return quickstart._command("dlib_aggregate_results") + [  # pylint: disable=protected-access
+  return quickstart.console_command("dlib_aggregate_results") + [
       f"--result_file_pattern={pattern}", f"--output_path={os.path.join(output_dir, 'results.json')}"]
 
 
@@ -223,7 +223,7 @@ def run_sweep(runs, output_dir, jobs=1, env=None):
       with lock:
         print(f"[{done[0]}/{total}] {run.name}: {step} ...", flush=True)
       try:
-        _call(command, env, os.path.join(run.log_dir, f"{step}.log"))
+        quickstart.run_logged(command, env, os.path.join(run.log_dir, f"{step}.log"))
       except UserError as e:
         with lock:
           failures.append(f"{run.name}: {e}")
@@ -242,23 +242,10 @@ def run_sweep(runs, output_dir, jobs=1, env=None):
     raise UserError(f"{len(failures)} of {total} runs failed (re-run the same command to resume "
                     "the others' work):\n" + "\n".join(failures))
   results = os.path.join(output_dir, "results.json")
-  _call(aggregate_command(output_dir), env, os.path.join(output_dir, "logs", "aggregate.log"))
+  quickstart.run_logged(aggregate_command(output_dir), env,
+                        os.path.join(output_dir, "logs", "aggregate.log"))
   print(f"lievae_sweep: all {total} runs finished; aggregated results in {results}", flush=True)
   return results
-
-
-def _call(command, env, log_path):
-  import subprocess  # pylint: disable=g-import-not-at-top
-  os.makedirs(os.path.dirname(log_path), exist_ok=True)
-  with open(log_path, "w") as log:
-    log.write("$ " + shlex.join(command) + "\n")
-    log.flush()
-    returncode = subprocess.call(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-  if returncode:
-    with open(log_path) as log:
-      tail = "".join(log.readlines()[-10:])
-    raise UserError(f"{os.path.basename(command[0])} failed (exit {returncode}); log "
-                    f"{log_path}:\n{tail}")
 
 
 def evaluate_model(model_dir, metrics, metric_bindings=(), env=None):
@@ -275,6 +262,6 @@ def evaluate_model(model_dir, metrics, metric_bindings=(), env=None):
   for step, _, command in run.steps()[1:]:  # everything after training, always redone
     started = time.time()
     print(f"{step} ...", flush=True)
-    _call(command, env, os.path.join(run.log_dir, f"{step}.log"))
+    quickstart.run_logged(command, env, os.path.join(run.log_dir, f"{step}.log"))
     print(f"{step} done in {time.time() - started:.0f} s", flush=True)
   return run

@@ -1,0 +1,29 @@
+"""The training benchmark runs its real sides end to end (its figures are not asserted: CI is noisy)."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import conftest
+
+
+def test_train_throughput_json_has_every_setting_and_a_failed_lever_is_reported():
+  script = os.path.join(conftest.REPO, "bench", "train_throughput.py")
+  small = ["--batch_sizes", "32", "--rounds", "1", "--images_per_round", "96",
+           "--warmup_steps", "1"]
+  result = subprocess.run([sys.executable, script, "--only", "lievae", "--json"] + small,
+                          capture_output=True, text=True, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  figures = json.loads(result.stdout.strip().splitlines()[-1])
+  assert set(figures) == {"dsprites", "shapes3d"}
+  assert all(figures[s]["images_per_s"] > 0 for s in figures)
+
+  # XLA cannot compile tf.linalg.expm's gradient: the bench says so and still reports the rest.
+  result = subprocess.run([sys.executable, script, "--settings", "dsprites", "--sides",
+                           "lievae,lievae_xla", "--no_flops"] + small,
+                          capture_output=True, text=True, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert re.search(r"lievae_xla +FAILED: .*XLA compilation requires", result.stdout), result.stdout
+  assert re.search(r"^  lievae +\d+", result.stdout, re.M), result.stdout

@@ -296,9 +296,9 @@ class Worker:
     if last_error is None:
       raise WorkerDied(f"exit code {self.process.returncode}")
     # TF's "...Error: Graph execution error:" says what failed in the first unindented line
-    # after the node and its traceback.
-    reason = next((line for line in lines[last_error + 1:]
-                   if not line[0].isspace() and not line.startswith("Detected at node")), "")
+    # after the node and its traceback (or "<stack traces unavailable>").
+    reason = next((line for line in lines[last_error + 1:] if not line[0].isspace()
+                   and not line.startswith(("Detected at node", "<"))), "")
     raise WorkerDied(f"{lines[last_error].strip()} {reason}")
 
   def close(self):

@@ -14,6 +14,8 @@ arguments) and `build_variables(image_shape)`.
 import gin
 import tensorflow as tf
 
+from lievae_tf import model as model_lib
+
 layers = tf.keras.layers
 
 LOSS_TERMS = ("loss", "recon_loss", "beta_kl", "total_kl", "elbo")
@@ -54,7 +56,7 @@ def deconv_decoder(num_latents, num_channels, name="decoder"):
 
 
 @gin.configurable("BetaVAE", denylist=["num_channels", "seed"])
-class BetaVAE(tf.keras.Model):
+class BetaVAE(model_lib.TrackedVAE):
   """β-VAE (Higgins et al. 2017) as disentanglement_lib trains it.
 
   Args:
@@ -64,22 +66,15 @@ class BetaVAE(tf.keras.Model):
     seed: seed of the per-step reparameterisation noise; set from `model.random_seed`.
   """
 
+  loss_term_names = LOSS_TERMS
+
   def __init__(self, num_channels=1, num_latents=10, beta=1.0, seed=0, name="beta_vae"):
     super().__init__(name=name)
     self.config = dict(num_channels=num_channels, num_latents=num_latents, beta=beta, seed=seed)
     self.num_latents = num_latents
     self.encoder = ConvEncoder(num_latents, name="encoder")
     self.decoder = deconv_decoder(num_latents, num_channels)
-    self.trackers = {n: tf.keras.metrics.Mean(name=n) for n in LOSS_TERMS}
-    self.trackers.update({f"kl_{i}": tf.keras.metrics.Mean(name=f"kl_{i}")
-                          for i in range(num_latents)})
-
-  def get_config(self):
-    return dict(self.config)
-
-  @property
-  def metrics(self):
-    return list(self.trackers.values())
+    self._create_trackers()
 
   def gaussian_encoder(self, images):
     means, log_var = self.encoder(images)
@@ -108,19 +103,10 @@ class BetaVAE(tf.keras.Model):
                 total_kl=total_kl, elbo=-(recon_loss + total_kl),
                 kl_per_latent=tf.reduce_mean(kl_per_dim, axis=0))
 
-  def _noise(self, images, step):
-    """Stateless noise of (seed, step), drawn for the global batch and sliced per replica."""
-    seed = tf.stack([tf.cast(self.config["seed"], tf.int64), tf.cast(step, tf.int64)])
-    context = tf.distribute.get_replica_context()
-    replicas = context.num_replicas_in_sync if context else 1
-    replica = context.replica_id_in_sync_group if context else 0
-    local_batch = tf.shape(images)[0]
-    noise = tf.random.stateless_normal([local_batch * replicas, self.num_latents],
-                                       seed=tf.random.experimental.stateless_fold_in(seed, 1))
-    return noise[replica * local_batch:(replica + 1) * local_batch], replicas
-
   def train_step(self, images):
-    noise, replicas = self._noise(images, self.optimizer.iterations)
+    step_seed = tf.stack([tf.cast(self.config["seed"], tf.int64),
+                          tf.cast(self.optimizer.iterations, tf.int64)])
+    noise, replicas = model_lib.replica_noise(images, self.num_latents, step_seed)
     with tf.GradientTape() as tape:
       terms = self.loss_terms(images, noise)
       scaled_loss = terms["loss"] / replicas
@@ -130,10 +116,3 @@ class BetaVAE(tf.keras.Model):
   def test_step(self, images):
     return self._track(self.loss_terms(images, tf.zeros([tf.shape(images)[0],
                                                           self.num_latents])))
-
-  def _track(self, terms):
-    for name in LOSS_TERMS:
-      self.trackers[name].update_state(terms[name])
-    for i in range(self.num_latents):
-      self.trackers[f"kl_{i}"].update_state(terms["kl_per_latent"][i])
-    return {name: tracker.result() for name, tracker in self.trackers.items()}

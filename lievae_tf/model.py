@@ -24,8 +24,53 @@ LOSS_TERMS = ("loss", "recon_loss", "beta_kl", "total_kl", "group_loss", "gfeat_
               "hessian_loss", "commute_loss", "group_feats_mse")
 
 
+class TrackedVAE(tf.keras.Model):
+  """What every model `lievae_train` trains shares (this one and `baselines.BetaVAE`).
+
+  Its constructor arguments as `config`, and a `Mean` tracker per term of `loss_term_names` and per
+  latent's KL (`kl_<i>`), exposed as `metrics` so that `fit`, callbacks and `tf.distribute` see them.
+  """
+
+  loss_term_names = ()
+
+  def _create_trackers(self):
+    self.trackers = {name: tf.keras.metrics.Mean(name=name) for name in self.loss_term_names}
+    self.trackers.update({f"kl_{i}": tf.keras.metrics.Mean(name=f"kl_{i}")
+                          for i in range(self.num_latents)})
+
+  def get_config(self):
+    return dict(self.config)
+
+  @property
+  def metrics(self):
+    return list(self.trackers.values())
+
+  def _track(self, terms):
+    for name in self.loss_term_names:
+      self.trackers[name].update_state(terms[name])
+    for i in range(self.num_latents):
+      self.trackers[f"kl_{i}"].update_state(terms["kl_per_latent"][i])
+    return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+
+def replica_noise(images, num_latents, step_seed):
+  """Reparameterisation noise for this replica's `images`, a pure function of `step_seed`.
+
+  Drawn for the global batch and sliced per replica, so that N replicas of batch B / N draw exactly
+  the noise one device of batch B draws. Returns (noise, number of replicas in sync).
+  """
+  context = tf.distribute.get_replica_context()
+  replicas = context.num_replicas_in_sync if context else 1
+  replica = context.replica_id_in_sync_group if context else 0
+  local_batch = tf.shape(images)[0]
+  noise = tf.random.stateless_normal(
+      [local_batch * replicas, num_latents],
+      seed=tf.random.experimental.stateless_fold_in(step_seed, 1))
+  return noise[replica * local_batch:(replica + 1) * local_batch], replicas
+
+
 @gin.configurable("LieGroupVAE", denylist=["num_channels", "seed"])
-class LieGroupVAE(tf.keras.Model):
+class LieGroupVAE(TrackedVAE):
   """Commutative Lie Group VAE (Zhu, Xu & Tao, ICML 2021).
 
   Args:
@@ -45,6 +90,8 @@ class LieGroupVAE(tf.keras.Model):
     no_exp: replace the exponential map by an MLP (the paper's ablation).
     seed: seed of the per-step randomness; set from `model.random_seed`.
   """
+
+  loss_term_names = LOSS_TERMS
 
   def __init__(self,
                num_channels=1,
@@ -85,16 +132,7 @@ class LieGroupVAE(tf.keras.Model):
     self.fake_exp = (networks.fake_exponential_map(self.num_latents, sum(subgroup_sizes))
                      if no_exp else None)
     self.decoder = networks.GroupDecoder(num_channels, name="decoder")
-    self.trackers = {name: tf.keras.metrics.Mean(name=name) for name in LOSS_TERMS}
-    self.trackers.update({f"kl_{i}": tf.keras.metrics.Mean(name=f"kl_{i}")
-                          for i in range(self.num_latents)})
-
-  def get_config(self):
-    return dict(self.config)
-
-  @property
-  def metrics(self):
-    return list(self.trackers.values())
+    self._create_trackers()
 
   # The model's parts, named as in the paper.
 
@@ -192,16 +230,8 @@ class LieGroupVAE(tf.keras.Model):
     use_eg_path = tf.random.stateless_uniform(
         [], seed=tf.random.experimental.stateless_fold_in(seed, 0)) < self.config[
             "forward_eg_prob"]
-    # Noise is drawn for the global batch and sliced per replica, so that N replicas of batch
-    # B / N draw exactly the noise one device of batch B draws.
-    context = tf.distribute.get_replica_context()
-    replicas = context.num_replicas_in_sync if context else 1
-    replica = context.replica_id_in_sync_group if context else 0
-    local_batch = tf.shape(images)[0]
-    noise = tf.random.stateless_normal(
-        [local_batch * replicas, self.num_latents],
-        seed=tf.random.experimental.stateless_fold_in(seed, 1))
-    return noise[replica * local_batch:(replica + 1) * local_batch], use_eg_path, replicas
+    noise, replicas = replica_noise(images, self.num_latents, seed)
+    return noise, use_eg_path, replicas
 
   def train_step(self, images):
     step = self.optimizer.iterations
@@ -218,12 +248,6 @@ class LieGroupVAE(tf.keras.Model):
                             use_eg_path=False, step=self.optimizer.iterations)
     return self._track(terms)
 
-  def _track(self, terms):
-    for name in LOSS_TERMS:
-      self.trackers[name].update_state(terms[name])
-    for i in range(self.num_latents):
-      self.trackers[f"kl_{i}"].update_state(terms["kl_per_latent"][i])
-    return {name: tracker.result() for name, tracker in self.trackers.items()}
 
 
 def build(model, image_shape):

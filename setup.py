@@ -20,7 +20,7 @@ setuptools.setup(
     description=("Commutative Lie Group VAE (Zhu, Xu & Tao, ICML 2021) in TensorFlow 2 / Keras, "
                  "exported for disentanglement_lib"),
     packages=setuptools.find_packages(include=["lievae_tf", "lievae_tf.*"]),
-    package_data={"lievae_tf": ["metric_configs/*.gin"]},  # factor_leakage.gin for dlib_evaluate
+    package_data={"lievae_tf": ["evaluation/metric_configs/*.gin"]},  # our metrics, for dlib_evaluate
     # Thin absl binaries as in disentanglement_lib's bin/.
     scripts=sorted(glob.glob("bin/lievae_*")),
     python_requires=">=3.9,<3.12",

@@ -105,7 +105,7 @@ def _machine_busy_seconds():
 
 def _load(dataset_name):
   import gin  # pylint: disable=g-import-not-at-top
-  from lievae_tf import data as data_lib  # pylint: disable=g-import-not-at-top
+  from lievae_tf.data import ground_truth as data_lib  # pylint: disable=g-import-not-at-top
   gin.bind_parameter("dataset.name", dataset_name)
   return data_lib.load_ground_truth_data()
 
@@ -139,7 +139,7 @@ def _alternate(runs, rounds):
 
 
 def _pipeline_comparison(ground_truth_data, batch_size):
-  from lievae_tf import data as data_lib  # pylint: disable=g-import-not-at-top
+  from lievae_tf.data import ground_truth as data_lib  # pylint: disable=g-import-not-at-top
   iterators = {
       "lievae": iter(data_lib.make_input_fn(ground_truth_data, batch_size, SEED)()),
       "dlib": iter(_dlib_batches(ground_truth_data, batch_size)),
@@ -154,15 +154,16 @@ def _step_comparison(ground_truth_data, dataset_name):
   """Images/s of the training step under each feed, and its CPU ms per step."""
   import gin  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from lievae_tf import data as data_lib, model as model_lib, train  # pylint: disable=g-import-not-at-top
+  from lievae_tf import models, training
+  from lievae_tf.data import ground_truth as data_lib  # pylint: disable=g-import-not-at-top
   # The paper's model for this dataset (shapes3d: 400-dim group features, l2 loss).
   gin_file = {"dsprites_full": "dsprites.gin", "shapes3d": "shapes3d.gin"}[dataset_name]
   gin.parse_config_file(os.path.join(GIN_CONFIGS, gin_file))
   batch_size, shape = FLAGS.step_batch, data_lib.observation_shape(ground_truth_data)
   strategy = tf.distribute.get_strategy()  # what lievae_train uses on a CPU-only machine
-  vae = model_lib.LieGroupVAE(num_channels=shape[-1], seed=SEED)
-  model_lib.build(vae, shape)
-  vae.compile(optimizer=train.make_optimizer())
+  vae = models.LieGroupVAE(num_channels=shape[-1], seed=SEED)
+  vae.build_variables(shape)
+  vae.compile(optimizer=training.make_optimizer())
   input_fn = data_lib.make_input_fn(ground_truth_data, batch_size, SEED)
   constant = next(iter(input_fn()))
   feeds = {
@@ -217,7 +218,7 @@ def _speed_case():
 
 def _memory_case():
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from lievae_tf import data as data_lib  # pylint: disable=g-import-not-at-top
+  from lievae_tf.data import ground_truth as data_lib  # pylint: disable=g-import-not-at-top
   tf.constant(0.0) + 1.0  # start TF's runtime before the baseline
   before_load, _ = _memory()
   _reset_peak_memory()
@@ -242,7 +243,7 @@ def _memory_case():
 def _run_case():
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   from disentanglement_lib.data.ground_truth import named_data  # pylint: disable=g-import-not-at-top,unused-import
-  from lievae_tf import train  # pylint: disable=g-import-not-at-top,unused-import  (gin scopes)
+  from lievae_tf import training  # pylint: disable=g-import-not-at-top,unused-import  (gin scopes)
   result = _speed_case() if FLAGS.case == "speed" else _memory_case()
   with open(FLAGS.result_file, "w") as f:
     json.dump(result, f)
@@ -262,12 +263,12 @@ def _make_data(command, what, path):
 
 
 def _prepare_data(data_dir):
-  from lievae_tf import synthetic_data  # pylint: disable=g-import-not-at-top
+  from lievae_tf.data import synthetic  # pylint: disable=g-import-not-at-top
   make_data = os.path.join(os.path.dirname(sys.executable), "lievae_make_data")
   os.makedirs(data_dir, exist_ok=True)
   _make_data([make_data, f"--output_dir={data_dir}", f"--factor_sizes={DSPRITES_SIZES}"],
              "the full-size dSprites grid (737,280 images)",
-             synthetic_data.dsprites_path(data_dir))
+             synthetic.dsprites_path(data_dir))
   if FLAGS.skip_shapes3d:
     return
   _make_data([make_data, "--dataset=shapes3d", f"--output_dir={data_dir}"],

@@ -64,14 +64,13 @@ IMAGE_SHAPE = (64, 64, 1)
 
 
 def console_command(name):
-  from lievae_tf import quickstart  # pylint: disable=g-import-not-at-top
-  return quickstart.console_command(name)[0]
+  from lievae_tf.pipeline import commands  # pylint: disable=g-import-not-at-top
+  return commands.console_command(name)[0]
 
 
 def dlib_config_dir():
-  import disentanglement_lib  # pylint: disable=g-import-not-at-top
-  return os.path.join(os.path.dirname(disentanglement_lib.__file__), "config",
-                      "unsupervised_study_v1")
+  from lievae_tf.evaluation import registry  # pylint: disable=g-import-not-at-top
+  return registry.dlib_config_dir()
 
 
 def representation_dir(model_dir):
@@ -124,7 +123,7 @@ def make_encoder(path, model_dir):
   subgroup_sizes, subspace_sizes = model_sizes(model_dir)
   if path == "torch":
     import torch  # pylint: disable=g-import-not-at-top
-    from lievae_tf import torch_reference  # pylint: disable=g-import-not-at-top
+    from lievae_tf.interop import torch_reference  # pylint: disable=g-import-not-at-top
     torch.set_num_threads(THREADS)
     encoder = torch_reference.Encoder(subgroup_sizes, subspace_sizes, nc=1).eval()
 
@@ -153,10 +152,9 @@ def make_encoder(path, model_dir):
 
     return encode_hub
 
-  from lievae_tf import model as model_lib  # pylint: disable=g-import-not-at-top
-  vae = model_lib.build(
-      model_lib.LieGroupVAE(num_channels=1, subgroup_sizes=subgroup_sizes,
-                            subspace_sizes=subspace_sizes), IMAGE_SHAPE)
+  from lievae_tf import models  # pylint: disable=g-import-not-at-top
+  vae = models.LieGroupVAE(num_channels=1, subgroup_sizes=subgroup_sizes,
+                            subspace_sizes=subspace_sizes).build_variables(IMAGE_SHAPE)
   if path == "keras":
     return lambda images: vae.gaussian_encoder(images)[0].numpy()
   encode_graph = tf.function(lambda images: vae.gaussian_encoder(images)[0],

@@ -19,7 +19,7 @@ Sides:
   paper                `torch_reference.PaperTrainStep`: the paper code's step as published (three
                        decoder passes, PyTorch Adam), torch 2.13 CPU, glibc malloc as shipped
   paper_tuned_malloc   the same with glibc told not to return large blocks to the OS every step
-                       (PERF_NOTES: 20-35 % of the paper step's CPU time is page faults otherwise)
+                       (as shipped, 20-35 % of the paper step's CPU time is page faults)
   paper_one_decode     the paper code's model decoding only the pass the loss needs (what lievae
                        computes), to separate the arithmetic saved from the framework
   lievae_xla, lievae_tuned_malloc, lievae_inter_op_1, lievae_onednn_off: lievae with one lever
@@ -76,16 +76,16 @@ def _reply(value):
 
 def _write_data(data_dir, setting):
   """Writes the setting's synthetic grid where dlib / lievae look for it (idempotent)."""
-  from lievae_tf import synthetic_data  # pylint: disable=g-import-not-at-top
+  from lievae_tf.data import synthetic  # pylint: disable=g-import-not-at-top
   sizes = SETTINGS[setting]["factor_sizes"]
   if setting == "dsprites":
-    path = synthetic_data.dsprites_path(data_dir)
+    path = synthetic.dsprites_path(data_dir)
     if not os.path.exists(path):
-      synthetic_data.write_synthetic_dsprites(data_dir, sizes)
+      synthetic.write_synthetic_dsprites(data_dir, sizes)
   else:
     path = os.path.join(data_dir, "3dshapes", "3dshapes.h5")
     if not os.path.exists(path):
-      synthetic_data.write_synthetic_shapes3d_h5(path, sizes)
+      synthetic.write_synthetic_shapes3d_h5(path, sizes)
   return path
 
 
@@ -117,23 +117,25 @@ def lievae_worker(setting, batch, data_dir, jit_compile=False, inter_op=None):
   tf.config.threading.set_intra_op_parallelism_threads(THREADS)
   tf.config.threading.set_inter_op_parallelism_threads(inter_op or THREADS)
   import gin  # pylint: disable=g-import-not-at-top
-  from lievae_tf import data as data_lib, model as model_lib, train  # pylint: disable=g-import-not-at-top
+  from lievae_tf import models, training  # pylint: disable=g-import-not-at-top
+  from lievae_tf.training import callbacks as callbacks_lib  # pylint: disable=g-import-not-at-top
+  from lievae_tf.data import ground_truth as data_lib  # pylint: disable=g-import-not-at-top
 
   os.environ["DISENTANGLEMENT_LIB_DATA"] = data_dir
-  train.parse_gin([os.path.join(REPO, "gin_configs", SETTINGS[setting]["gin"])])
+  training.parse_gin([os.path.join(REPO, "gin_configs", SETTINGS[setting]["gin"])])
   ground_truth_data = data_lib.load_ground_truth_data()
   image_shape = data_lib.observation_shape(ground_truth_data)
   strategy = tf.distribute.get_strategy()  # what lievae_train's "auto" picks without a GPU
-  vae = model_lib.LieGroupVAE(num_channels=image_shape[-1], seed=0)
-  model_lib.build(vae, image_shape)
-  vae.compile(optimizer=train.make_optimizer(), jit_compile=jit_compile)
+  vae = models.LieGroupVAE(num_channels=image_shape[-1], seed=0)
+  vae.build_variables(image_shape)
+  vae.compile(optimizer=training.make_optimizer(), jit_compile=jit_compile)
   dataset = strategy.distribute_datasets_from_function(
       data_lib.make_input_fn(ground_truth_data, batch, seed=0))
   gin.clear_config()
   # lievae_train's per-step callbacks (the progress bar writes to the worker's null stderr).
-  callbacks = [train.StopOnNonFiniteLoss(),
-               train.ScalarLogger(tf.summary.create_noop_writer(), 100),
-               train.ProgressBar(10**9, 0, 100, batch)]
+  callbacks = [callbacks_lib.StopOnNonFiniteLoss(),
+               callbacks_lib.ScalarLogger(tf.summary.create_noop_writer(), 100),
+               callbacks_lib.ProgressBar(10**9, 0, 100, batch)]
 
   step_ends = []
   clock = tf.keras.callbacks.LambdaCallback(
@@ -187,7 +189,7 @@ def paper_worker(setting, batch, data_dir, one_decode=False):
   """Serves `run N`, `peak` and `flops` on stdin, for the paper code's step in PyTorch."""
   import torch  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(THREADS)
-  from lievae_tf import torch_reference  # pylint: disable=g-import-not-at-top
+  from lievae_tf.interop import torch_reference  # pylint: disable=g-import-not-at-top
 
   config = _gin_model_config(setting)
   images = torch.from_numpy(_load_images(_write_data(data_dir, setting)))
@@ -239,9 +241,9 @@ def paper_worker(setting, batch, data_dir, one_decode=False):
 def _gin_model_config(setting):
   """The LieGroupVAE settings of gin_configs/<setting>.gin, read by gin itself."""
   import gin  # pylint: disable=g-import-not-at-top
-  from lievae_tf import model as model_lib, train  # pylint: disable=g-import-not-at-top
-  train.parse_gin([os.path.join(REPO, "gin_configs", SETTINGS[setting]["gin"])])
-  config = model_lib.LieGroupVAE(num_channels=1).get_config()
+  from lievae_tf import models, training  # pylint: disable=g-import-not-at-top
+  training.parse_gin([os.path.join(REPO, "gin_configs", SETTINGS[setting]["gin"])])
+  config = models.LieGroupVAE(num_channels=1).get_config()
   gin.clear_config()
   return config
 

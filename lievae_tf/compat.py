@@ -52,9 +52,9 @@ def _register_contrib_framework():
 
 
 class _RegisterMetricsAfterDlibEvaluate:
-  """Imports `lievae_tf.factor_leakage` (registering `@factor_leakage` with gin) right after
+  """Registers our own metrics with gin (`evaluation.registry.import_own_metrics`) right after
   `disentanglement_lib.evaluation.evaluate` is imported: the stock `dlib_evaluate` then accepts
-  it, and no other process pays for the import."""
+  their gin configs, and no other process pays for the import."""
   TARGET = "disentanglement_lib.evaluation.evaluate"
 
   def find_spec(self, name, path=None, target=None):
@@ -73,7 +73,8 @@ class _RegisterMetricsAfterDlibEvaluate:
 
     def exec_module(module):
       original_exec(module)
-      import lievae_tf.factor_leakage  # pylint: disable=g-import-not-at-top,unused-import
+      from lievae_tf.evaluation import registry  # pylint: disable=g-import-not-at-top
+      registry.import_own_metrics()
 
     loader.exec_module = exec_module
     return spec

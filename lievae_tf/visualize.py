@@ -15,7 +15,8 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-from lievae_tf import data as data_lib
+from lievae_tf import random_streams
+from lievae_tf.data import ground_truth as data_lib
 
 TRAVERSALS_PNG = "latent_traversals.png"
 RECONSTRUCTIONS_PNG = "reconstructions.png"
@@ -36,9 +37,10 @@ def visualize_options(num_reconstructions=8, traversal_limit=4.0, traversal_step
 
 
 def sample_images(ground_truth_data, seed):
-  """A fixed batch of the dataset's images (its own random stream, seed + 2), as numpy."""
+  """A fixed batch of the dataset's images (a random stream of its own), as numpy."""
   count = visualize_options()["num_reconstructions"]
-  input_fn = data_lib.make_input_fn(ground_truth_data, count, seed + 2)
+  input_fn = data_lib.make_input_fn(
+      ground_truth_data, count, random_streams.batch_seed(seed, random_streams.SAMPLE_IMAGES))
   return next(iter(input_fn())).numpy()
 
 

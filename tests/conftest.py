@@ -13,7 +13,7 @@ import tempfile
 
 import pytest
 
-from lievae_tf import synthetic_data
+from lievae_tf.data import synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN_CONFIGS = os.path.join(REPO, "gin_configs")
@@ -23,7 +23,7 @@ BIN = os.path.dirname(sys.executable)  # the environment's console scripts
 TINY_GRID = (1, 3, 2, 4, 4, 4)
 DATA_ROOT = tempfile.mkdtemp(prefix="lievae_test_data_")
 atexit.register(shutil.rmtree, DATA_ROOT, ignore_errors=True)
-synthetic_data.write_synthetic_dsprites(DATA_ROOT, TINY_GRID)
+synthetic.write_synthetic_dsprites(DATA_ROOT, TINY_GRID)
 os.environ["DISENTANGLEMENT_LIB_DATA"] = DATA_ROOT
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
@@ -55,3 +55,18 @@ def trained_model_dir(tmp_path_factory):
   result = command("lievae_train", *train_args(model_dir))
   assert result.returncode == 0, result.stderr[-3000:]
   return model_dir
+
+
+_RUNS_COMMANDS = ("command(", "subprocess", "trained_model_dir")
+
+
+def pytest_collection_modifyitems(items):
+  """Marks `commands` every test that runs a real command in a subprocess (or needs a model one
+  trained), so that `pytest -m "not commands"` runs the fast in-process tests alone."""
+  import inspect  # pylint: disable=g-import-not-at-top
+  for item in items:
+    function = getattr(item, "function", None)
+    source = inspect.getsource(function) if function else ""
+    if any(marker in source for marker in _RUNS_COMMANDS) or "trained_model_dir" in getattr(
+        item, "fixturenames", ()):
+      item.add_marker(pytest.mark.commands)

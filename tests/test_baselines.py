@@ -8,9 +8,9 @@ import tensorflow as tf
 import tensorflow_hub as hub
 
 from conftest import command, train_args
-from lievae_tf import baselines
-from lievae_tf import export
-from lievae_tf import model as model_lib
+from lievae_tf.models import beta_vae
+from lievae_tf.interop import export
+from lievae_tf import models
 
 tf1 = tf.compat.v1
 
@@ -28,8 +28,8 @@ def _dlib_variable_shapes(num_channels, num_latents):
 def test_architecture_is_dlibs_conv_encoder_and_deconv_decoder(num_channels):
   # dlib's graph first: Keras layers made in a TF1 graph invalidate eager ones made before.
   theirs = _dlib_variable_shapes(num_channels, 7)
-  vae = baselines.BetaVAE(num_channels=num_channels, num_latents=7)
-  model_lib.build(vae, [64, 64, num_channels])
+  vae = beta_vae.BetaVAE(num_channels=num_channels, num_latents=7)
+  vae.build_variables([64, 64, num_channels])
   ours = [tuple(w.shape) for w in vae.encoder.trainable_weights + vae.decoder.trainable_weights]
   assert ours == theirs
   assert vae.call(tf.zeros([2, 64, 64, num_channels])).shape == (2, 64, 64, num_channels)
@@ -37,7 +37,7 @@ def test_architecture_is_dlibs_conv_encoder_and_deconv_decoder(num_channels):
 
 def test_loss_is_bernoulli_plus_beta_kl():
   tf.keras.utils.set_random_seed(1)
-  vae = baselines.BetaVAE(num_channels=1, num_latents=4, beta=3.0)
+  vae = beta_vae.BetaVAE(num_channels=1, num_latents=4, beta=3.0)
   rng = np.random.default_rng(0)
   images = (rng.uniform(size=(5, 64, 64, 1)) > 0.5).astype(np.float32)
   noise = rng.normal(size=(5, 4)).astype(np.float32)
@@ -54,8 +54,8 @@ def test_loss_is_bernoulli_plus_beta_kl():
 
 def test_exported_module_equals_the_keras_model(tmp_path):
   tf.keras.utils.set_random_seed(2)
-  vae = baselines.BetaVAE(num_channels=3, num_latents=6)
-  model_lib.build(vae, [64, 64, 3])
+  vae = beta_vae.BetaVAE(num_channels=3, num_latents=6)
+  vae.build_variables([64, 64, 3])
   path = str(tmp_path / "tfhub")
   export.export_tfhub(vae, [64, 64, 3], path)
   images = np.random.default_rng(0).uniform(size=(3, 64, 64, 3)).astype(np.float32)

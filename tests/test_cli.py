@@ -272,13 +272,13 @@ def test_export_killed_midway_leaves_nothing_that_looks_finished(tmp_path):
     time.sleep(0.01)
   process.send_signal(signal.SIGKILL)
   process.wait()
-  from lievae_tf import train  # pylint: disable=g-import-not-at-top
-  assert not train.is_finished(model_dir)
+  from lievae_tf import training  # pylint: disable=g-import-not-at-top
+  assert not training.is_finished(model_dir)
   assert not os.path.exists(os.path.join(model_dir, "results"))
 
   result = command("lievae_train", *args)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "resuming from step 6" in result.stderr
-  assert train.is_finished(model_dir)
+  assert training.is_finished(model_dir)
   assert os.path.isfile(os.path.join(model_dir, "tfhub", "saved_model.pb"))
   assert partials() == []

@@ -24,7 +24,8 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import gin
 import numpy as np
-from lievae_tf import data as data_lib, model as model_lib, train
+from lievae_tf import models, random_streams, training
+from lievae_tf.data import ground_truth as data_lib
 from lievae_tf.errors import UserError
 from disentanglement_lib.data.ground_truth import named_data  # registers `dataset`
 
@@ -33,13 +34,13 @@ data = data_lib.load_ground_truth_data()
 gin.clear_config()
 
 def run(strategy_name, optimizer, steps, batch=16):
-  strategy = train.make_strategy(strategy_name)
+  strategy = training.make_strategy(strategy_name)
   with strategy.scope():
     tf.keras.utils.set_random_seed(0)
     # forward_eg_prob 0.5: with seed 0 the first steps take both reconstruction paths.
-    vae = model_lib.LieGroupVAE(num_channels=1, subgroup_sizes=[16, 9], subspace_sizes=[3, 2],
+    vae = models.LieGroupVAE(num_channels=1, subgroup_sizes=[16, 9], subspace_sizes=[3, 2],
                                 lie_alg_init_scale=0.1, forward_eg_prob=0.5, seed=0)
-    model_lib.build(vae, [64, 64, 1])
+    vae.build_variables([64, 64, 1])
     vae.compile(optimizer=optimizer())
   dataset = strategy.distribute_datasets_from_function(data_lib.make_input_fn(data, batch, 0))
   before = [w.numpy() for w in vae.trainable_weights]
@@ -56,13 +57,13 @@ for name, optimizer, steps in (("sgd", lambda: tf.keras.optimizers.SGD(1e-5), 3)
       init_diff=max(float(np.max(np.abs(a - b))) for a, b in zip(before1, before2)),
       diff=max(float(np.max(np.abs(a - b))) for a, b in zip(after1, after2)),
       update=max(float(np.max(np.abs(a - b))) for a, b in zip(after1, before1)))
-out["eg_draws"] = [bool(model_lib.LieGroupVAE(subgroup_sizes=[16, 9], subspace_sizes=[3, 2],
-                                              forward_eg_prob=0.5, seed=0)._step_randomness(
-    tf.zeros([2, 64, 64, 1]), tf.constant(s, tf.int64))[1]) for s in range(3)]
+out["eg_draws"] = [bool(models.LieGroupVAE(subgroup_sizes=[16, 9], subspace_sizes=[3, 2],
+                                           forward_eg_prob=0.5, seed=0).training_draws(
+    random_streams.step_key(0, s))["use_eg_path"]) for s in range(3)]
 
 gin.parse_config(["training.strategy = 'mirrored'"])
 try:
-  train.train(sys.argv[1], model=model_lib.LieGroupVAE, training_steps=5, random_seed=0,
+  training.train(sys.argv[1], model=models.LieGroupVAE, training_steps=5, random_seed=0,
               batch_size=7)
   out["indivisible"] = None
 except UserError as e:
@@ -78,12 +79,12 @@ import json, sys
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from lievae_tf import train
-vae = train.train_with_gin(sys.argv[1], gin_config_files=[sys.argv[2]],
+from lievae_tf import training
+vae = training.train_with_gin(sys.argv[1], gin_config_files=[sys.argv[2]],
                            gin_bindings=sys.argv[3:] + ["training.strategy = 'mirrored'"])
 print("RESULT " + json.dumps(dict(
     replicas=vae.distribute_strategy.num_replicas_in_sync,
-    finished=train.is_finished(sys.argv[1]),
+    finished=training.is_finished(sys.argv[1]),
     checkpoint=tf.train.latest_checkpoint(sys.argv[1] + "/tf_checkpoint"))))
 """
 
@@ -132,9 +133,9 @@ def _free_ports(count):
 WORKER_SCRIPT = r"""
 import sys
 import numpy as np
-from lievae_tf import train
+from lievae_tf import training
 model_dir, out, gin_file = sys.argv[1:4]
-vae = train.train_with_gin(model_dir, gin_config_files=[gin_file], gin_bindings=sys.argv[4:])
+vae = training.train_with_gin(model_dir, gin_config_files=[gin_file], gin_bindings=sys.argv[4:])
 np.savez(out, *[w.numpy() for w in vae.trainable_weights])
 """
 
@@ -190,10 +191,10 @@ def test_two_workers_keep_identical_weights_and_only_the_chief_writes(tmp_path):
      ["'ps'"]),
 ])
 def test_malformed_tf_config_is_a_clear_error(tf_config, words):
-  from lievae_tf import train  # pylint: disable=g-import-not-at-top
+  from lievae_tf import training  # pylint: disable=g-import-not-at-top
   from lievae_tf.errors import UserError  # pylint: disable=g-import-not-at-top
   with pytest.raises(UserError) as error:
-    train.parse_tf_config(tf_config)
+    training.parse_tf_config(tf_config)
   for word in words:
     assert word in str(error.value)
   assert "TF_CONFIG" in str(error.value)

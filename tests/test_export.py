@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_hub as hub
 
-from lievae_tf import export
-from lievae_tf import model as model_lib
+from lievae_tf.interop import export
+from lievae_tf import models
 
 tf1 = tf.compat.v1
 
@@ -18,9 +18,9 @@ tf1 = tf.compat.v1
 def exported(tmp_path_factory):
   """(Keras model, module path, test images, test latents) for a random 3-channel model."""
   tf.keras.utils.set_random_seed(5)
-  vae = model_lib.LieGroupVAE(num_channels=3, subgroup_sizes=[16, 9], subspace_sizes=[3, 2],
+  vae = models.LieGroupVAE(num_channels=3, subgroup_sizes=[16, 9], subspace_sizes=[3, 2],
                               lie_alg_init_scale=0.2)
-  model_lib.build(vae, [64, 64, 3])
+  vae.build_variables([64, 64, 3])
   # Pin the log-variance far below zero so that the `reconstructions` signature's sample is
   # the mean to float precision and can be compared exactly.
   for head in vae.encoder.to_logvars:

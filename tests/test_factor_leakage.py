@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 
 from conftest import command
-from lievae_tf import factor_leakage
+from lievae_tf.evaluation import factor_leakage
 
 
 def _scores(representation_function, num_train=2000):

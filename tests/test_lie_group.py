@@ -1,4 +1,4 @@
-"""The exponential map and the penalties on the Lie algebra (MODEL_SPEC, "Exponential map" and
+"""The exponential map and the penalties on the Lie algebra (docs/model.md, "Exponential map" and
 "Group losses")."""
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import scipy.linalg
 import tensorflow as tf
 
-from lievae_tf import lie_group
+from lievae_tf.models import lie_group
 from lievae_tf.errors import UserError
 
 

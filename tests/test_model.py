@@ -1,21 +1,23 @@
-"""LieGroupVAE against MODEL_SPEC's equations, on tiny fixed inputs."""
+"""LieGroupVAE against the equations of docs/model.md, on tiny fixed inputs."""
 
 import numpy as np
 import pytest
 import scipy.linalg
 import tensorflow as tf
 
-from lievae_tf import model as model_lib
-from lievae_tf import train
+from lievae_tf import models
+from lievae_tf import random_streams
+from lievae_tf.models import base
+from lievae_tf import training
 from lievae_tf.errors import UserError
 
 
 def make_model(num_channels=1, subgroup_sizes=(9, 16), subspace_sizes=(2, 3), basis_scale=0.2,
                seed=0, **kwargs):
   tf.keras.utils.set_random_seed(seed)
-  vae = model_lib.LieGroupVAE(num_channels=num_channels, subgroup_sizes=subgroup_sizes,
+  vae = models.LieGroupVAE(num_channels=num_channels, subgroup_sizes=subgroup_sizes,
                               subspace_sizes=subspace_sizes, seed=seed, **kwargs)
-  model_lib.build(vae, [64, 64, num_channels])
+  vae.build_variables([64, 64, num_channels])
   # A basis scale well above the published 0.001 so that the penalties are not ~0.
   rng = np.random.default_rng(seed)
   for basis in vae.exp_map.bases:
@@ -61,8 +63,8 @@ def test_architecture_has_the_reference_layer_sizes():
 
 def test_basis_initialised_with_the_given_scale():
   tf.keras.utils.set_random_seed(0)
-  vae = model_lib.LieGroupVAE(subgroup_sizes=[400], subspace_sizes=[10], lie_alg_init_scale=0.001)
-  model_lib.build(vae, [64, 64, 1])
+  vae = models.LieGroupVAE(subgroup_sizes=[400], subspace_sizes=[10], lie_alg_init_scale=0.001)
+  vae.build_variables([64, 64, 1])
   assert np.std(vae.exp_map.bases[0].numpy()) == pytest.approx(0.001, rel=0.05)
 
 
@@ -135,9 +137,10 @@ def test_eg_path_decodes_the_encoders_group_features():
 @pytest.mark.parametrize("probability, use_eg_path", [(0.0, False), (1.0, True)])
 def test_train_step_takes_the_path_its_probability_says(probability, use_eg_path):
   vae = make_model(forward_eg_prob=probability)
-  vae.compile(optimizer=train.make_optimizer())
+  vae.compile(optimizer=training.make_optimizer())
   images = tf.constant(fixed_images(4))
-  noise, _, _ = vae._step_randomness(images, tf.constant(0, tf.int64))  # what step 0 draws
+  noise, _ = base.replica_noise(images, vae.num_latents,  # what step 0 draws
+                                random_streams.step_key(vae.config["seed"], 0))
   expected = vae.loss_terms(images, noise, use_eg_path=use_eg_path)
   other = vae.loss_terms(images, noise, use_eg_path=not use_eg_path)
   logs = vae.train_step(images)
@@ -148,12 +151,11 @@ def test_train_step_takes_the_path_its_probability_says(probability, use_eg_path
 
 def test_one_path_draw_per_step_at_the_configured_rate():
   vae = make_model(forward_eg_prob=0.2, seed=3)
-  images = tf.zeros([2, 64, 64, 1])
-  draws = [bool(vae._step_randomness(images, tf.constant(s, tf.int64))[1]) for s in range(1000)]
+  draw = lambda step: bool(vae.training_draws(random_streams.step_key(3, step))["use_eg_path"])
+  draws = [draw(s) for s in range(1000)]
   assert 0.16 < np.mean(draws) < 0.24
   # A pure function of (seed, step): the same step draws the same again.
-  assert draws[:50] == [bool(vae._step_randomness(images, tf.constant(s, tf.int64))[1])
-                        for s in range(50)]
+  assert draws[:50] == [draw(s) for s in range(50)]
 
 
 def test_capacity_schedule():
@@ -177,7 +179,7 @@ def test_no_exp_replaces_the_exponential_map_by_an_mlp():
 
 
 def test_optimizer_is_adam_with_pytorch_defaults():
-  optimizer = train.make_optimizer()
+  optimizer = training.make_optimizer()
   assert isinstance(optimizer, tf.keras.optimizers.Adam)
   assert float(optimizer.learning_rate) == pytest.approx(1e-4)
   assert optimizer.epsilon == pytest.approx(1e-8)
@@ -186,8 +188,8 @@ def test_optimizer_is_adam_with_pytorch_defaults():
 
 def test_bad_model_settings_are_clear_errors():
   with pytest.raises(UserError, match="recons_loss_type 'mse'"):
-    model_lib.LieGroupVAE(recons_loss_type="mse")
+    models.LieGroupVAE(recons_loss_type="mse")
   with pytest.raises(UserError, match="forward_eg_prob 1.5"):
-    model_lib.LieGroupVAE(forward_eg_prob=1.5)
+    models.LieGroupVAE(forward_eg_prob=1.5)
   with pytest.raises(UserError, match="not a perfect square"):
-    model_lib.LieGroupVAE(subgroup_sizes=[10], subspace_sizes=[2])
+    models.LieGroupVAE(subgroup_sizes=[10], subspace_sizes=[2])

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import command, train_args
-from lievae_tf import data as data_lib
-from lievae_tf import shapes3d_data
-from lievae_tf import synthetic_data
+from lievae_tf.data import ground_truth as data_lib
+from lievae_tf.data import shapes3d
+from lievae_tf.data import synthetic
 
 GRID = (3, 2, 2, 2, 4, 3)  # 288 images
 
@@ -19,7 +19,7 @@ GRID = (3, 2, 2, 2, 4, 3)  # 288 images
 @pytest.fixture(scope="module")
 def h5_path(tmp_path_factory):
   path = str(tmp_path_factory.mktemp("shapes3d") / "3dshapes.h5")
-  return synthetic_data.write_synthetic_shapes3d_h5(path, GRID)
+  return synthetic.write_synthetic_shapes3d_h5(path, GRID)
 
 
 def test_synthetic_h5_has_the_public_format_and_a_c_order_grid(h5_path):
@@ -28,10 +28,10 @@ def test_synthetic_h5_has_the_public_format_and_a_c_order_grid(h5_path):
     assert "SYNTHETIC" in f.attrs["description"]
   assert images.shape == (288, 64, 64, 3) and images.dtype == np.uint8
   assert labels.shape == (288, 6)
-  values = synthetic_data.shapes3d_factor_values(GRID)
+  values = synthetic.shapes3d_factor_values(GRID)
   expected = np.stack([values[i][c] for i, c in enumerate(np.indices(GRID).reshape(6, -1))], 1)
   np.testing.assert_allclose(labels, expected)  # orientation varies fastest, as in the real file
-  assert shapes3d_data.factor_sizes_of(labels) == GRID
+  assert shapes3d.factor_sizes_of(labels) == GRID
   assert len(np.unique(images.reshape(288, -1), axis=0)) == 288  # every factor changes the image
 
 
@@ -39,13 +39,13 @@ def test_prepare_data_streams_the_h5_into_dlibs_npz(h5_path, tmp_path):
   result = command("lievae_prepare_data", "shapes3d", f"--h5={h5_path}",
                    f"--output_dir={tmp_path}")
   assert result.returncode == 0, result.stderr[-2000:]
-  npz_path = tmp_path / "3dshapes" / shapes3d_data.DLIB_NPZ_FILENAME
+  npz_path = tmp_path / "3dshapes" / shapes3d.DLIB_NPZ_FILENAME
   with h5py.File(h5_path, "r") as f, np.load(npz_path, encoding="latin1") as data:
     # dlib's Shapes3D reshapes images[0:6] to (N, 64, 64, 3) and labels to (N, 6).
     assert data["images"].shape == GRID + (64, 64, 3) and data["images"].dtype == np.uint8
     np.testing.assert_array_equal(data["images"].reshape(-1, 64, 64, 3), f["images"][()])
     np.testing.assert_array_equal(data["labels"].reshape(-1, 6), f["labels"][()])
-  assert [p for p in os.listdir(tmp_path / "3dshapes")] == [shapes3d_data.DLIB_NPZ_FILENAME]
+  assert [p for p in os.listdir(tmp_path / "3dshapes")] == [shapes3d.DLIB_NPZ_FILENAME]
   again = command("lievae_prepare_data", "shapes3d", f"--h5={h5_path}",
                   f"--output_dir={tmp_path}")
   assert again.returncode == 1 and "--overwrite" in again.stderr
@@ -104,4 +104,4 @@ def test_an_h5_where_dlib_looks_is_used_without_a_binding(h5_path, tmp_path, mon
     assert "dataset.name = 'shapes3d'" in gin.operative_config_str()  # dlib's later steps need it
   finally:
     gin.clear_config()
-  assert shapes3d_data.is_h5_ground_truth_data(data) and data.images.dtype == np.uint8
+  assert shapes3d.is_h5_ground_truth_data(data) and data.images.dtype == np.uint8

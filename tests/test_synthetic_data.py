@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lievae_tf import synthetic_data as sd
+from lievae_tf.data import synthetic as sd
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "bin" / "lievae_make_data"

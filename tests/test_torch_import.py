@@ -16,9 +16,9 @@ import tensorflow_hub as hub
 import torch
 
 from conftest import command
-from lievae_tf import quickstart
-from lievae_tf import torch_import
-from lievae_tf import torch_reference
+from lievae_tf.evaluation import registry
+from lievae_tf.interop import torch_import
+from lievae_tf.interop import torch_reference
 from lievae_tf.errors import UserError
 
 tf1 = tf.compat.v1
@@ -192,7 +192,7 @@ def test_imported_checkpoint_is_scored_by_the_stock_dlib_commands(paper_model, t
                   f"--model_dir={model_dir}")
   assert again.returncode == 1 and "--overwrite" in again.stderr
 
-  config_dir = quickstart.dlib_config_dir()
+  config_dir = registry.dlib_config_dir()
   representation = os.path.join(model_dir, "postprocessed", "mean")
   steps = [
       ("dlib_postprocess", f"--model_dir={model_dir}", f"--output_dir={representation}",

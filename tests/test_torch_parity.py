@@ -1,4 +1,4 @@
-"""Number-for-number parity with PyTorch: random models of `lievae_tf.torch_reference` (MODEL_SPEC
+"""Number-for-number parity with PyTorch: random models of `lievae_tf.torch_reference` (docs/model.md
 in PyTorch, the paper code's parameter names) are saved in the paper code's checkpoint format,
 imported, and every quantity of a step is compared, as are the exported module's signatures,
 the gradients and one Adam step.
@@ -13,9 +13,9 @@ import tensorflow as tf
 import tensorflow_hub as hub
 import torch
 
-from lievae_tf import torch_import
-from lievae_tf import torch_reference
-from lievae_tf import train
+from lievae_tf.interop import torch_import
+from lievae_tf.interop import torch_reference
+from lievae_tf import training
 
 tf1 = tf.compat.v1
 RTOL = 1e-5
@@ -196,7 +196,7 @@ def test_gradients_and_one_adam_step_agree(setting, use_eg_path):
     for weight, value in zip(vae.trainable_weights, before):
       weight.assign(value)
     # lievae_train's optimizer (gin `optimizer`), with the given epsilon.
-    train.make_optimizer(learning_rate=LEARNING_RATE, epsilon=epsilon).apply_gradients(
+    training.make_optimizer(learning_rate=LEARNING_RATE, epsilon=epsilon).apply_gradients(
         zip(gradients, vae.trainable_variables))
     for weight, theirs, gradient, old in zip(vae.trainable_weights, torch_after, torch_gradients,
                                              before):
@@ -215,7 +215,7 @@ def test_gradients_and_one_adam_step_agree(setting, use_eg_path):
 
 
 def test_commutator_is_the_papers_bracket():
-  """Commuting bases (polynomials of one matrix) have a zero commutator penalty: MODEL_SPEC's
+  """Commuting bases (polynomials of one matrix) have a zero commutator penalty: docs/model.md's
   ||A_j A_k - A_k A_j||^2. The paper code subtracts each product's transpose instead, which is
   not zero here; every published run weights that term by 0."""
   m = torch.tensor(np.random.default_rng(0).normal(size=(4, 4)), dtype=torch.float32)

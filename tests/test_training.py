@@ -9,9 +9,9 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
 import conftest
-from lievae_tf import data as data_lib
-from lievae_tf import model as model_lib
-from lievae_tf import train
+from lievae_tf.data import ground_truth as data_lib
+from lievae_tf import models
+from lievae_tf import training
 
 
 def _dsprites():
@@ -33,9 +33,9 @@ def test_a_few_steps_lower_the_loss():
   data = _dsprites()
   images = next(iter(data_lib.make_input_fn(data, 32, seed=0)()))
   tf.keras.utils.set_random_seed(0)
-  vae = model_lib.LieGroupVAE(num_channels=1, subgroup_sizes=[100], subspace_sizes=[10])
-  model_lib.build(vae, [64, 64, 1])
-  vae.compile(optimizer=train.make_optimizer(learning_rate=1e-3))
+  vae = models.LieGroupVAE(num_channels=1, subgroup_sizes=[100], subspace_sizes=[10])
+  vae.build_variables([64, 64, 1])
+  vae.compile(optimizer=training.make_optimizer(learning_rate=1e-3))
   before = vae.evaluate(images, batch_size=32, verbose=0, return_dict=True)
   vae.fit(tf.data.Dataset.from_tensors(images).repeat(), steps_per_epoch=25, verbose=0)
   after = vae.evaluate(images, batch_size=32, verbose=0, return_dict=True)
@@ -88,7 +88,7 @@ def test_datasets_without_an_image_grid_use_their_own_sampler():
 
 
 def _train(model_dir, *bindings):
-  return train.train_with_gin(
+  return training.train_with_gin(
       model_dir, gin_config_files=[os.path.join(conftest.GIN_CONFIGS, "dsprites.gin")],
       gin_bindings=conftest.SMALL_RUN + list(bindings))
 
@@ -118,7 +118,7 @@ def test_same_seed_reproduces_and_another_seed_differs(tmp_path):
 
 def test_tensorboard_scalars_and_checkpoints(trained_model_dir):
   scalars = _logged_scalars(trained_model_dir)
-  expected = set(model_lib.LOSS_TERMS) | {f"kl_{i}" for i in range(10)}
+  expected = set(models.LieGroupVAE.loss_term_names) | {f"kl_{i}" for i in range(10)}
   assert expected <= set(scalars)
   assert [step for step, _ in scalars["loss"]] == [2, 4, 6]  # every training.log_every steps
   checkpoints = tf.train.get_checkpoint_state(os.path.join(trained_model_dir, "tf_checkpoint"))
@@ -191,3 +191,18 @@ def test_tensorboard_images_and_the_traversal_png(trained_model_dir):
   expected = visualize.grid(decoded.numpy(), 8)[..., 0]
   assert png.shape == expected.shape
   np.testing.assert_allclose(png, expected, atol=1 / 255 + 1e-4)
+
+
+def test_a_train_gin_written_before_the_staged_layout_still_trains(tmp_path):
+  """Gin names are the user's interface: a saved train.gin of lievae_tf 0.1.0 parses and trains,
+  and the run it makes saves every one of its bindings again (new options may add more)."""
+  old = os.path.join(conftest.REPO, "tests", "data", "train_gin_v0.1.0.gin")
+  model_dir = str(tmp_path / "m")
+  training.train_with_gin(model_dir, gin_config_files=[old])
+  saved = os.path.join(model_dir, "results", "gin", "train.gin")
+
+  def bindings(path):
+    with open(path) as f:
+      return {line.strip() for line in f if " = " in line and not line.startswith("#")}
+
+  assert bindings(old) <= bindings(saved)

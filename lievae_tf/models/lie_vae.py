@@ -1,19 +1,19 @@
-"""The Commutative Lie Group VAE as a Keras model (MODEL_SPEC, "One training step").
+"""The Commutative Lie Group VAE as a Keras model (docs/model.md, "One training step").
 
 `loss_terms` is the model's loss as equations, for given images and reparameterisation noise;
-`train_step` / `test_step` draw the randomness and keep a `Mean` tracker per term, so that `fit`,
-callbacks and `tf.distribute` work unchanged.
-
-Randomness in a step (the reparameterisation noise and the one Bernoulli draw that picks the
-reconstruction path) is stateless, a pure function of (`seed`, optimizer step): every replica
-makes the same path choice, and a resumed run draws what an uninterrupted one would have.
+the training and evaluation steps, trackers and per-step randomness come from
+`base.GaussianEncoderVAE`. The model's own per-step draw, the one Bernoulli draw that picks the
+reconstruction path, is `training_draws`: a pure function of (`seed`, step), so every replica
+makes the same choice and a resumed run draws what an uninterrupted one would have.
 """
 
 import gin
 import tensorflow as tf
 
-from lievae_tf import lie_group
-from lievae_tf import networks
+from lievae_tf import random_streams
+from lievae_tf.models import base
+from lievae_tf.models import lie_group
+from lievae_tf.models import networks
 from lievae_tf.errors import UserError
 
 RECONSTRUCTION_LOSSES = ("bce", "l2")
@@ -24,53 +24,8 @@ LOSS_TERMS = ("loss", "recon_loss", "beta_kl", "total_kl", "group_loss", "gfeat_
               "hessian_loss", "commute_loss", "group_feats_mse")
 
 
-class TrackedVAE(tf.keras.Model):
-  """What every model `lievae_train` trains shares (this one and `baselines.BetaVAE`).
-
-  Its constructor arguments as `config`, and a `Mean` tracker per term of `loss_term_names` and per
-  latent's KL (`kl_<i>`), exposed as `metrics` so that `fit`, callbacks and `tf.distribute` see them.
-  """
-
-  loss_term_names = ()
-
-  def _create_trackers(self):
-    self.trackers = {name: tf.keras.metrics.Mean(name=name) for name in self.loss_term_names}
-    self.trackers.update({f"kl_{i}": tf.keras.metrics.Mean(name=f"kl_{i}")
-                          for i in range(self.num_latents)})
-
-  def get_config(self):
-    return dict(self.config)
-
-  @property
-  def metrics(self):
-    return list(self.trackers.values())
-
-  def _track(self, terms):
-    for name in self.loss_term_names:
-      self.trackers[name].update_state(terms[name])
-    for i in range(self.num_latents):
-      self.trackers[f"kl_{i}"].update_state(terms["kl_per_latent"][i])
-    return {name: tracker.result() for name, tracker in self.trackers.items()}
-
-
-def replica_noise(images, num_latents, step_seed):
-  """Reparameterisation noise for this replica's `images`, a pure function of `step_seed`.
-
-  Drawn for the global batch and sliced per replica, so that N replicas of batch B / N draw exactly
-  the noise one device of batch B draws. Returns (noise, number of replicas in sync).
-  """
-  context = tf.distribute.get_replica_context()
-  replicas = context.num_replicas_in_sync if context else 1
-  replica = context.replica_id_in_sync_group if context else 0
-  local_batch = tf.shape(images)[0]
-  noise = tf.random.stateless_normal(
-      [local_batch * replicas, num_latents],
-      seed=tf.random.experimental.stateless_fold_in(step_seed, 1))
-  return noise[replica * local_batch:(replica + 1) * local_batch], replicas
-
-
 @gin.configurable("LieGroupVAE", denylist=["num_channels", "seed"])
-class LieGroupVAE(TrackedVAE):
+class LieGroupVAE(base.GaussianEncoderVAE):
   """Commutative Lie Group VAE (Zhu, Xu & Tao, ICML 2021).
 
   Args:
@@ -110,7 +65,6 @@ class LieGroupVAE(TrackedVAE):
                seed=0,
                name="lie_group_vae"):
     # No **kwargs: gin can then reject a misspelt binding by name.
-    super().__init__(name=name)
     if recons_loss_type not in RECONSTRUCTION_LOSSES:
       raise UserError(f"recons_loss_type {recons_loss_type!r} is not one of "
                       f"{RECONSTRUCTION_LOSSES}: use 'bce' for binary images (dSprites) or 'l2'.")
@@ -118,13 +72,13 @@ class LieGroupVAE(TrackedVAE):
       raise UserError(f"forward_eg_prob {forward_eg_prob!r} is not a probability in [0, 1].")
     if capacity is not None and capacity_leadin <= 0:
       raise UserError(f"capacity_leadin {capacity_leadin!r} must be a positive number of steps.")
-    self.config = dict(
+    config = dict(
         num_channels=num_channels, subgroup_sizes=list(subgroup_sizes),
         subspace_sizes=list(subspace_sizes), lie_alg_init_scale=lie_alg_init_scale,
         hy_hes=hy_hes, hy_rec=hy_rec, hy_commute=hy_commute, forward_eg_prob=forward_eg_prob,
         recons_loss_type=recons_loss_type, beta=beta, capacity=capacity,
         capacity_leadin=capacity_leadin, no_exp=no_exp, seed=seed)
-    self.num_latents = sum(subspace_sizes)
+    super().__init__(config, num_latents=sum(subspace_sizes), name=name)
     self.encoder = networks.GroupEncoder(subgroup_sizes, subspace_sizes, name="encoder")
     # The basis exists with no_exp too, as in the reference: its penalties still enter the loss.
     self.exp_map = lie_group.ExponentialMap(subgroup_sizes, subspace_sizes, lie_alg_init_scale,
@@ -132,7 +86,6 @@ class LieGroupVAE(TrackedVAE):
     self.fake_exp = (networks.fake_exponential_map(self.num_latents, sum(subgroup_sizes))
                      if no_exp else None)
     self.decoder = networks.GroupDecoder(num_channels, name="decoder")
-    self._create_trackers()
 
   # The model's parts, named as in the paper.
 
@@ -152,14 +105,14 @@ class LieGroupVAE(TrackedVAE):
     return self.decode(self.group_map(z))
 
   def gaussian_encoder(self, images):
-    """images -> (mu, logvar): the interface export.py shares with the baselines."""
     _, mu, logvar = self.encode(images)
     return mu, logvar
 
-  def call(self, images):
-    """Deterministic reconstruction logits, decoded from z = mu."""
-    _, mu, _ = self.encode(images)
-    return self.decode_latents(mu)
+  def build_variables(self, image_shape):
+    group_feats, mu, _ = self.encode(tf.zeros([1] + list(image_shape)))
+    self.decode(group_feats)
+    self.group_map(mu)
+    return self
 
   # The loss, as equations.
 
@@ -222,41 +175,13 @@ class LieGroupVAE(TrackedVAE):
         hessian_loss=hessian_loss, commute_loss=commute_loss,
         group_feats_mse=tf.reduce_mean(squared_diff))
 
-  # Keras hooks.
+  # The model's own per-step draw.
 
-  def _step_randomness(self, images, step):
-    """(noise for this replica's images, whether this step takes the gE path)."""
-    seed = tf.stack([tf.cast(self.config["seed"], tf.int64), tf.cast(step, tf.int64)])
-    use_eg_path = tf.random.stateless_uniform(
-        [], seed=tf.random.experimental.stateless_fold_in(seed, 0)) < self.config[
-            "forward_eg_prob"]
-    noise, replicas = replica_noise(images, self.num_latents, seed)
-    return noise, use_eg_path, replicas
+  def training_draws(self, step_key):
+    """One Bernoulli(forward_eg_prob) draw per step: reconstruct from gE instead of gG."""
+    draw = tf.random.stateless_uniform(
+        [], seed=random_streams.step_draw_key(step_key, random_streams.PATH_CHOICE))
+    return dict(use_eg_path=draw < self.config["forward_eg_prob"])
 
-  def train_step(self, images):
-    step = self.optimizer.iterations
-    noise, use_eg_path, replicas = self._step_randomness(images, step)
-    with tf.GradientTape() as tape:
-      terms = self.loss_terms(images, noise, use_eg_path=use_eg_path, step=step)
-      # Replica gradients are summed: scale so N replicas step as one device on the global batch.
-      scaled_loss = terms["loss"] / replicas
-    self.optimizer.minimize(scaled_loss, self.trainable_variables, tape=tape)
-    return self._track(terms)
-
-  def test_step(self, images):
-    terms = self.loss_terms(images, tf.zeros([tf.shape(images)[0], self.num_latents]),
-                            use_eg_path=False, step=self.optimizer.iterations)
-    return self._track(terms)
-
-
-
-def build(model, image_shape):
-  """Creates every variable of `model` by one forward pass through all its parts."""
-  if hasattr(model, "build_variables"):  # the baselines (lievae_tf.baselines)
-    model.build_variables(image_shape)
-    return model
-  images = tf.zeros([1] + list(image_shape))
-  group_feats, mu, _ = model.encode(images)
-  model.decode(group_feats)
-  model.group_map(mu)
-  return model
+  def evaluation_draws(self):
+    return dict(use_eg_path=False)

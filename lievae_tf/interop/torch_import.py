@@ -21,11 +21,12 @@ import zipfile
 
 import numpy as np
 
+from lievae_tf import data
+from lievae_tf import model_dir as model_dir_lib
 from lievae_tf.errors import UserError
 
 # The paper code's `--dataset` -> dlib's `dataset.name`.
 DATASET_NAMES = {"dsprites": "dsprites_full", "shapes3d": "shapes3d"}
-NUM_CHANNELS = {"dsprites": 1, "shapes3d": 3}
 PAPER_MODEL = "lie_group"  # the paper code's `--model` of LieCeleb
 # The paper code's defaults (its main.py), for fields an older args.pt may lack.
 PAPER_DEFAULTS = dict(lie_alg_init_scale=0.001, hy_hes=40.0, hy_rec=0.1, hy_commute=0.0,
@@ -170,7 +171,7 @@ def config_from_args(args, path="args.pt"):
   if dataset not in DATASET_NAMES:
     raise UserError(f"dataset {dataset!r} (args.dataset in {path}) has no disentanglement_lib "
                     f"counterpart here; known: {sorted(DATASET_NAMES)}.")
-  num_channels = getattr(args, "nc", None) or NUM_CHANNELS[dataset]
+  num_channels = getattr(args, "nc", None) or data.PAPER_NUM_CHANNELS[dataset]
   config = dict(num_channels=int(num_channels),
                 subgroup_sizes=[int(s) for s in _field(args, "subgroup_sizes_ls", path)],
                 subspace_sizes=[int(s) for s in _field(args, "subspace_sizes_ls", path)])
@@ -336,15 +337,15 @@ def _new_model(config, through_gin=False):
   """A built LieGroupVAE; `through_gin` binds its settings in gin and calls the configurable,
   so that gin's operative config records them (as in `lievae_train`)."""
   import gin  # pylint: disable=g-import-not-at-top
-  from lievae_tf import model as model_lib  # pylint: disable=g-import-not-at-top
+  from lievae_tf import models  # pylint: disable=g-import-not-at-top
   if through_gin:
     for name, value in config.items():
       if name != "num_channels":
         gin.bind_parameter(f"LieGroupVAE.{name}", value)
-    vae = model_lib.LieGroupVAE(num_channels=config["num_channels"])
+    vae = models.LieGroupVAE(num_channels=config["num_channels"])
   else:
-    vae = model_lib.LieGroupVAE(**config)
-  return model_lib.build(vae, [IMAGE_SIZE, IMAGE_SIZE, config["num_channels"]])
+    vae = models.LieGroupVAE(**config)
+  return vae.build_variables([IMAGE_SIZE, IMAGE_SIZE, config["num_channels"]])
 
 
 def load_checkpoint(checkpoint_dir):
@@ -364,38 +365,21 @@ def load_checkpoint(checkpoint_dir):
   return vae, dict(config, dataset_name=dataset_name, paper_args=vars(args))
 
 
-def _record_dataset_name(name):
-  """Puts `dataset.name = name` into gin's operative config, which `results/gin/train.gin` is.
-
-  dlib's later steps read `dataset.name` from that file. gin records a configurable's parameters
-  only when it is called, and calling dlib's `dataset` configurable loads the whole dataset
-  (about 24 GB for 3DShapes), which an import does not need; so the binding is entered into the
-  operative config directly (gin-config 0.4.0, pinned).
-  """
-  import gin  # pylint: disable=g-import-not-at-top
-  from gin import config as gin_config  # pylint: disable=g-import-not-at-top
-  from disentanglement_lib.data.ground_truth import named_data  # pylint: disable=g-import-not-at-top
-  gin.bind_parameter("dataset.name", name)
-  selector = f"{named_data.get_named_ground_truth_data.__module__}.dataset"
-  gin_config._OPERATIVE_CONFIG.setdefault(("", selector), {})["name"] = name  # pylint: disable=protected-access
-
-
 def import_checkpoint(checkpoint_dir, model_dir, overwrite=False):
   """`lievae_import_torch`: the checkpoint -> `model_dir/tfhub` and `model_dir/results`.
 
-  Both are written by `lievae_tf.export`, as `lievae_train` writes them; the operative gin
+  Both are written by `lievae_tf.interop.export`, as `lievae_train` writes them; the operative gin
   config saved in `results/gin/train.gin` holds `dataset.name` and the `LieGroupVAE` settings.
   Clears gin's configuration before and after. Returns (model, config) as `load_checkpoint`.
   """
   import gin  # pylint: disable=g-import-not-at-top
-  from lievae_tf import export  # pylint: disable=g-import-not-at-top
-  from lievae_tf import train  # pylint: disable=g-import-not-at-top
+  from lievae_tf.interop import export  # pylint: disable=g-import-not-at-top
   started = time.time()
   state, config, dataset_name, args = read_checkpoint(checkpoint_dir)  # fail before writing
   if os.path.isdir(model_dir) and overwrite:
     shutil.rmtree(model_dir)
-  elif train.is_finished(model_dir):
-    raise UserError(f"{model_dir} already holds a finished model ({train.FINISHED_MARKER} "
+  elif model_dir_lib.is_finished(model_dir):
+    raise UserError(f"{model_dir} already holds a finished model ({model_dir_lib.FINISHED_MARKER} "
                     "exists); nothing was changed. Pass --overwrite to replace it, or choose "
                     "another --model_dir.")
   elif os.path.isdir(model_dir):
@@ -414,7 +398,7 @@ def import_checkpoint(checkpoint_dir, model_dir, overwrite=False):
   try:
     vae = _new_model(config, through_gin=True)
     assign_weights(vae, state, config)
-    _record_dataset_name(dataset_name)
+    data.record_dataset_name(dataset_name)
     export.export_tfhub(vae, [IMAGE_SIZE, IMAGE_SIZE, config["num_channels"]],
                         os.path.join(model_dir, "tfhub"))
     results_dict = dict(imported_from=os.path.abspath(checkpoint_dir),

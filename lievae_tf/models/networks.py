@@ -1,4 +1,4 @@
-"""The encoder and decoder networks of MODEL_SPEC ("Encoder", "Decoder", the `no_exp` baseline).
+"""The encoder and decoder networks of docs/model.md ("Encoder", "Decoder", the `no_exp` baseline).
 
 PyTorch's Conv2d(k=4, s=2, p=1) halves 64 -> 32 with one pixel of padding on each side, which is
 exactly TF's 'same' padding for these sizes; likewise ConvTranspose2d(k=4, s=2, p=1) and TF's

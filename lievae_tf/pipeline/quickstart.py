@@ -12,66 +12,30 @@ import subprocess
 import sys
 import time
 
-from lievae_tf import synthetic_data
+from lievae_tf.data import synthetic
 from lievae_tf.errors import UserError
+from lievae_tf.evaluation import registry
+from lievae_tf.pipeline import commands
 
-REPO_GIN_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "gin_configs")
 QUICKSTART_GRID = (1, 3, 6, 10, 8, 8)  # 11,520 images: shape x scale x orientation x posX x posY
 
-# metric -> (dlib config name, bindings that make it fit a 2-core CPU in seconds, score key)
-METRICS = {
-    "mig": ("mig", [], "discrete_mig"),
-    "factor_vae": ("factor_vae_metric", [
-        "factor_vae_score.num_variance_estimate = 5000", "factor_vae_score.num_train = 1000",
-        "factor_vae_score.num_eval = 500"
-    ], "eval_accuracy"),
-    "dci": ("dci", ["dci.num_train = 1000", "dci.num_test = 500"], "disentanglement"),
-}
-
-
-def dlib_config_dir():
-  import disentanglement_lib  # pylint: disable=g-import-not-at-top
-  return os.path.join(os.path.dirname(disentanglement_lib.__file__), "config",
-                      "unsupervised_study_v1")
-
-
-def console_command(name):
-  """The console script `name` of this environment."""
-  path = os.path.join(os.path.dirname(sys.executable), name)
-  return [path] if os.path.exists(path) else [name]
-
-
-def run_logged(args, env, log_path):
-  """Runs a pipeline step with its output (after the command line) in `log_path`; a failure is
-  a UserError that shows the log's tail."""
-  os.makedirs(os.path.dirname(log_path), exist_ok=True)
-  with open(log_path, "w") as log:
-    log.write("$ " + shlex.join(args) + "\n")
-    log.flush()
-    returncode = subprocess.call(args, env=env, stdout=log, stderr=subprocess.STDOUT)
-  if returncode:
-    with open(log_path) as log:
-      tail = "".join(log.readlines()[-15:])
-    raise UserError(f"{os.path.basename(args[0])} failed (exit {returncode}); its log is "
-                    f"{log_path}:\n{tail}")
+# Scored with the registry's sizes for a 2-core CPU.
+METRICS = ("mig", "factor_vae", "dci")
 
 
 def _run(args, env, log_path):
   """`run_logged`, with the command and its time on the console."""
   started = time.time()
   print(f"$ {' '.join(args)}", flush=True)
-  run_logged(args, env, log_path)
+  commands.run_logged(args, env, log_path)
   print(f"  done in {time.time() - started:.0f} s", flush=True)
 
 
-def run(work_dir, gin_configs=None, gin_bindings=(), metrics=tuple(METRICS), overwrite=False,
+def run(work_dir, gin_configs=None, gin_bindings=(), metrics=METRICS, overwrite=False,
         factor_sizes=QUICKSTART_GRID):
   """Runs the pipeline in `work_dir`; returns {metric: score}."""
-  gin_configs = gin_configs or [os.path.join(REPO_GIN_CONFIGS, "quickstart.gin")]
-  unknown = sorted(set(metrics) - set(METRICS))
-  if unknown:
-    raise UserError(f"unknown metrics {unknown}: choose from {sorted(METRICS)}.")
+  gin_configs = gin_configs or [os.path.join(commands.REPO_GIN_CONFIGS, "quickstart.gin")]
+  registry.check_names(metrics)
   if os.path.exists(work_dir):
     if not overwrite:
       raise UserError(f"{work_dir} already exists; pass --overwrite to replace it, or choose "
@@ -84,33 +48,32 @@ def run(work_dir, gin_configs=None, gin_bindings=(), metrics=tuple(METRICS), ove
   env = dict(os.environ, DISENTANGLEMENT_LIB_DATA=data_dir)
   env.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-  path = synthetic_data.write_synthetic_dsprites(data_dir, factor_sizes)
+  path = synthetic.write_synthetic_dsprites(data_dir, factor_sizes)
   print(f"wrote SYNTHETIC dSprites-format data (grid {list(factor_sizes)}) to {path}")
 
-  train = console_command("lievae_train") + [f"--model_dir={model_dir}"]
+  train = commands.console_command("lievae_train") + [f"--model_dir={model_dir}"]
   train += [f"--gin_config={c}" for c in gin_configs]
   train += [f"--gin_bindings={b}" for b in gin_bindings]
   _run(train, env, os.path.join(logs, "train.log"))
 
-  config_dir = dlib_config_dir()
+  config_dir = registry.dlib_config_dir()
   representation = os.path.join(model_dir, "postprocessed", "mean")
-  _run(console_command("dlib_postprocess") + [
+  _run(commands.console_command("dlib_postprocess") + [
       f"--model_dir={model_dir}", f"--output_dir={representation}",
       f"--gin_config={os.path.join(config_dir, 'postprocess_configs', 'mean.gin')}"
   ], env, os.path.join(logs, "postprocess.log"))
 
   for metric in metrics:
-    config, bindings, _ = METRICS[metric]
-    evaluate = console_command("dlib_evaluate") + [
+    entry = registry.get(metric)
+    evaluate = commands.console_command("dlib_evaluate") + [
         f"--input_dir={representation}",
         f"--output_dir={os.path.join(model_dir, 'metrics', 'mean', metric)}",
-        f"--gin_config={os.path.join(config_dir, 'metric_configs', config + '.gin')}",
-        f"--gin_bindings=evaluation.name = '{metric}'"
-    ] + [f"--gin_bindings={b}" for b in bindings]
+        f"--gin_config={entry.gin_config}", f"--gin_bindings=evaluation.name = '{metric}'"
+    ] + [f"--gin_bindings={b}" for b in entry.small_bindings]
     _run(evaluate, env, os.path.join(logs, f"evaluate_{metric}.log"))
 
   aggregated = os.path.join(work_dir, "results.json")
-  _run(console_command("dlib_aggregate_results") + [
+  _run(commands.console_command("dlib_aggregate_results") + [
       f"--result_file_pattern={os.path.join(model_dir, 'metrics', '*', '*', 'results', 'aggregate', 'evaluation.json')}",
       f"--output_path={aggregated}"
   ], env, os.path.join(logs, "aggregate.log"))
@@ -124,7 +87,7 @@ def read_scores(aggregated_json):
   scores = {}
   for _, row in frame.iterrows():
     metric = row["evaluation_config.evaluation.name"].strip("'\"")
-    scores[metric] = float(row[f"evaluation_results.{METRICS[metric][2]}"])
+    scores[metric] = float(row[f"evaluation_results.{registry.get(metric).score_key}"])
   return scores
 
 

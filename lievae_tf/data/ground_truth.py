@@ -19,10 +19,11 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
-from lievae_tf import shapes3d_data  # registers `lievae_data` with gin
+from lievae_tf import random_streams
+from lievae_tf.data import DATA_ENV
+from lievae_tf.data import shapes3d as shapes3d_h5  # registers `lievae_data` with gin
 from lievae_tf.errors import UserError
 
-DATA_ENV = "DISENTANGLEMENT_LIB_DATA"
 
 
 def _expected_path(name):
@@ -49,9 +50,9 @@ def load_ground_truth_data():
   import gin  # pylint: disable=g-import-not-at-top
   from disentanglement_lib.data.ground_truth import named_data  # pylint: disable=g-import-not-at-top
   name = gin.query_parameter("dataset.name")
-  h5_path = shapes3d_data.training_h5(name)  # the public 3dshapes.h5, held as uint8
+  h5_path = shapes3d_h5.training_h5(name)  # the public 3dshapes.h5, held as uint8
   if h5_path:
-    return shapes3d_data.load_h5_ground_truth_data(h5_path)
+    return shapes3d_h5.load_h5_ground_truth_data(h5_path)
   try:
     ground_truth_data = named_data.get_named_ground_truth_data()
   except (FileNotFoundError, tf.errors.NotFoundError) as e:
@@ -106,7 +107,7 @@ def validate_images(ground_truth_data, name):
 def image_grid(ground_truth_data):
   """The in-memory array of every image of the factor grid, or None for other datasets."""
   from disentanglement_lib.data.ground_truth import dsprites, shapes3d  # pylint: disable=g-import-not-at-top
-  if shapes3d_data.is_h5_ground_truth_data(ground_truth_data):
+  if shapes3d_h5.is_h5_ground_truth_data(ground_truth_data):
     return ground_truth_data.images
   # Exact types: dlib's dSprites variants transform images when sampling.
   if type(ground_truth_data) not in (dsprites.DSprites, shapes3d.Shapes3D):  # pylint: disable=unidiomatic-typecheck
@@ -123,10 +124,6 @@ def observation_shape(ground_truth_data):
     raise UserError(f"the dataset's observations have shape {shape}; this model needs images "
                     "(height, width, channels), e.g. dataset.name = 'dsprites_full'.")
   return shape
-
-
-def _step_seed(seed, step):
-  return tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)])
 
 
 def make_input_fn(ground_truth_data, global_batch_size, seed, start_step=0):
@@ -154,7 +151,7 @@ def make_input_fn(ground_truth_data, global_batch_size, seed, start_step=0):
     if images is not None:
       def gather(step, replica):
         indices = tf.random.stateless_uniform(
-            [global_batch_size], seed=_step_seed(seed, step), minval=0,
+            [global_batch_size], seed=random_streams.step_key(seed, step), minval=0,
             maxval=len(images), dtype=tf.int64)[replica * batch:(replica + 1) * batch]
         # One batched gather in numpy: the grid (up to GBs) never enters the graph.
         return tf.numpy_function(lambda i: images[i], [indices], images.dtype, stateful=False)

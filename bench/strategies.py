@@ -16,7 +16,8 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import gin  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 from disentanglement_lib.data.ground_truth import named_data  # pylint: disable=unused-import,g-import-not-at-top,wrong-import-position
-from lievae_tf import data as data_lib, model as model_lib, train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from lievae_tf import models, training
+from lievae_tf.data import ground_truth as data_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def main():
@@ -25,11 +26,11 @@ def main():
   data = data_lib.load_ground_truth_data()
   models = {}
   for name in ("default", "mirrored"):
-    strategy = train.make_strategy(name)
+    strategy = training.make_strategy(name)
     with strategy.scope():
-      vae = model_lib.LieGroupVAE(num_channels=1)
-      model_lib.build(vae, [64, 64, 1])
-      vae.compile(optimizer=train.make_optimizer())
+      vae = models.LieGroupVAE(num_channels=1)
+      vae.build_variables([64, 64, 1])
+      vae.compile(optimizer=training.make_optimizer())
     dataset = strategy.distribute_datasets_from_function(data_lib.make_input_fn(data, batch, 0))
     vae.fit(dataset, epochs=1, steps_per_epoch=3, verbose=0)  # tracing
     models[name] = (vae, dataset)

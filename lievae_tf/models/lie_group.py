@@ -1,6 +1,6 @@
 """The exponential map from latents to Lie group elements, and the penalties on its algebra.
 
-MODEL_SPEC, "Exponential map" and "Group losses". Subgroup i has a learnable Lie algebra basis
+docs/model.md, "Exponential map" and "Group losses". Subgroup i has a learnable Lie algebra basis
 A_i of shape (d_i, m_i, m_i), one m_i x m_i matrix per latent of the subgroup, where
 s_i = m_i**2 is the subgroup's group-feature size. A latent vector z maps to the group elements
 expm(sum_j z_ij A_ij), flattened row-major and concatenated over subgroups.
@@ -48,7 +48,6 @@ class ExponentialMap(tf.keras.layers.Layer):
     self.subgroup_sizes = list(subgroup_sizes)
     self.subspace_sizes = list(subspace_sizes)
     self.matrix_sizes = matrix_sizes(self.subgroup_sizes, self.subspace_sizes)
-    self.init_scale = init_scale
     self.bases = [
         self.add_weight(
             name=f"lie_alg_basis_{i}",

@@ -6,15 +6,14 @@ in Keras, and its loss: Bernoulli reconstruction (sigmoid cross-entropy on logit
 pixels, `subtract_true_image_entropy=False` as dlib's default) + beta * KL, averaged over the
 batch. (The `no_exp` ablation is `LieGroupVAE.no_exp = True`.)
 
-Every model `lievae_train` trains offers the interface `export.py` needs: `gaussian_encoder(images)
--> (mean, logvar)`, `decode_latents(z) -> logits`, `num_latents`, `get_config()` (constructor
-arguments) and `build_variables(image_shape)`.
+It is a `base.GaussianEncoderVAE`: it supplies its networks and `loss_terms`; training, evaluation
+and export come from the shared base.
 """
 
 import gin
 import tensorflow as tf
 
-from lievae_tf import model as model_lib
+from lievae_tf.models import base
 
 layers = tf.keras.layers
 
@@ -56,7 +55,7 @@ def deconv_decoder(num_latents, num_channels, name="decoder"):
 
 
 @gin.configurable("BetaVAE", denylist=["num_channels", "seed"])
-class BetaVAE(model_lib.TrackedVAE):
+class BetaVAE(base.GaussianEncoderVAE):
   """β-VAE (Higgins et al. 2017) as disentanglement_lib trains it.
 
   Args:
@@ -69,12 +68,10 @@ class BetaVAE(model_lib.TrackedVAE):
   loss_term_names = LOSS_TERMS
 
   def __init__(self, num_channels=1, num_latents=10, beta=1.0, seed=0, name="beta_vae"):
-    super().__init__(name=name)
-    self.config = dict(num_channels=num_channels, num_latents=num_latents, beta=beta, seed=seed)
-    self.num_latents = num_latents
+    super().__init__(dict(num_channels=num_channels, num_latents=num_latents, beta=beta,
+                          seed=seed), num_latents=num_latents, name=name)
     self.encoder = ConvEncoder(num_latents, name="encoder")
     self.decoder = deconv_decoder(num_latents, num_channels)
-    self._create_trackers()
 
   def gaussian_encoder(self, images):
     means, log_var = self.encoder(images)
@@ -83,14 +80,8 @@ class BetaVAE(model_lib.TrackedVAE):
   def decode_latents(self, z):
     return self.decoder(z)
 
-  def call(self, images):
-    mean, _ = self.gaussian_encoder(images)
-    return self.decode_latents(mean)
-
-  def build_variables(self, image_shape):
-    self.call(tf.zeros([1] + list(image_shape)))
-
-  def loss_terms(self, images, noise):
+  def loss_terms(self, images, noise, step=0):
+    del step  # no schedule
     mean, logvar = self.gaussian_encoder(images)
     z = mean + tf.exp(logvar / 2) * noise
     logits = self.decode_latents(z)
@@ -102,17 +93,3 @@ class BetaVAE(model_lib.TrackedVAE):
     return dict(loss=recon_loss + beta_kl, recon_loss=recon_loss, beta_kl=beta_kl,
                 total_kl=total_kl, elbo=-(recon_loss + total_kl),
                 kl_per_latent=tf.reduce_mean(kl_per_dim, axis=0))
-
-  def train_step(self, images):
-    step_seed = tf.stack([tf.cast(self.config["seed"], tf.int64),
-                          tf.cast(self.optimizer.iterations, tf.int64)])
-    noise, replicas = model_lib.replica_noise(images, self.num_latents, step_seed)
-    with tf.GradientTape() as tape:
-      terms = self.loss_terms(images, noise)
-      scaled_loss = terms["loss"] / replicas
-    self.optimizer.minimize(scaled_loss, self.trainable_variables, tape=tape)
-    return self._track(terms)
-
-  def test_step(self, images):
-    return self._track(self.loss_terms(images, tf.zeros([tf.shape(images)[0],
-                                                          self.num_latents])))

@@ -17,35 +17,22 @@ import shlex
 import threading
 import time
 
-from lievae_tf import quickstart
+from lievae_tf.pipeline import commands
+from lievae_tf import model_dir as model_dir_lib
+from lievae_tf.evaluation import registry
 from lievae_tf.errors import UserError
 
-REPO_GIN_CONFIGS = quickstart.REPO_GIN_CONFIGS
 
 Setting = collections.namedtuple("Setting", "name gin_configs bindings")
 Study = collections.namedtuple("Study", "description settings metrics")
 
-# dlib's metric config of each metric name, and the key of its headline score.
-METRIC_CONFIGS = {
-    "factor_vae": ("factor_vae_metric", "eval_accuracy"),
-    "beta_vae": ("beta_vae_sklearn", "eval_accuracy"),
-    "mig": ("mig", "discrete_mig"),
-    "sap": ("sap_score", "SAP_score"),
-    "dci": ("dci", "disentanglement"),
-    "modularity": ("modularity_explicitness", "modularity_score"),
-    "factor_leakage": (None, "factor_leakage"),  # lievae_tf.factor_leakage, see its module
-}
+# The metrics of the paper's table, at dlib's sizes (registry: the paper protocol's own).
+PAPER_TABLE_METRICS = ("factor_vae", "mig", "sap", "dci")
 
-# The paper's metrics at dlib's sizes (the paper code computed MIG/SAP/DCI on 1,000 points).
-PAPER_METRICS = (("factor_vae", ()), ("mig", ()), ("sap", ()), ("dci", ()))
-# Sizes a 2-core CPU evaluates in seconds: for trying things out, not for reporting.
-SMALL_METRICS = (
-    ("factor_vae", ("factor_vae_score.num_variance_estimate = 5000",
-                    "factor_vae_score.num_train = 1000", "factor_vae_score.num_eval = 500")),
-    ("mig", ("mig.num_train = 5000",)),
-    ("sap", ("sap_score.num_train = 2000", "sap_score.num_test = 1000")),
-    ("dci", ("dci.num_train = 1000", "dci.num_test = 500")),
-)
+
+def study_metrics(names, small=False):
+  """[(metric, bindings)] of a study; `small`: the registry's sizes for a 2-core CPU."""
+  return tuple((name, registry.get(name).small_bindings if small else ()) for name in names)
 
 
 def _models(dataset):
@@ -57,20 +44,21 @@ def _models(dataset):
 _SHORT = ("model.training_steps = 1000", "model.batch_size = 64", "model.eval_steps = 10",
           "training.checkpoint_every = 500")
 
+_PAPER_TABLE = study_metrics(PAPER_TABLE_METRICS)
+
 STUDIES = {
     "paper_dsprites": Study("The paper's dSprites runs (run with --seeds=0-9).",
-                            (Setting("clg_vae", ("dsprites.gin",), ()),), PAPER_METRICS),
+                            (Setting("clg_vae", ("dsprites.gin",), ()),), _PAPER_TABLE),
     "paper_shapes3d": Study("The paper's 3DShapes runs (run with --seeds=0-9).",
-                            (Setting("clg_vae", ("shapes3d.gin",), ()),), PAPER_METRICS),
+                            (Setting("clg_vae", ("shapes3d.gin",), ()),), _PAPER_TABLE),
     "baselines_dsprites": Study("CLG-VAE, its no_exp ablation and dlib's β-VAE on dSprites, at "
-                                "the paper's steps and batch.", _models("dsprites"),
-                                PAPER_METRICS),
-    "baselines_shapes3d": Study("The same on 3DShapes.", _models("shapes3d"), PAPER_METRICS),
+                                "the paper's steps and batch.", _models("dsprites"), _PAPER_TABLE),
+    "baselines_shapes3d": Study("The same on 3DShapes.", _models("shapes3d"), _PAPER_TABLE),
     "comparison_synthetic": Study(
         "CLG-VAE vs no_exp vs β-VAE, 1,000 steps at batch 64, small metric sizes: for the "
         "SYNTHETIC dSprites-format data of `lievae_make_data` (docs/comparison_synthetic.md).",
         tuple(Setting(s.name, s.gin_configs, _SHORT) for s in _models("dsprites")),
-        SMALL_METRICS),
+        study_metrics(PAPER_TABLE_METRICS, small=True)),
 }
 
 
@@ -121,18 +109,18 @@ class Run:
 
   def steps(self):
     """[(step name, finished marker, command)] in order."""
-    config_dir = quickstart.dlib_config_dir()
-    train = quickstart.console_command("lievae_train") + [f"--model_dir={self.model_dir}"]
+    config_dir = registry.dlib_config_dir()
+    train = commands.console_command("lievae_train") + [f"--model_dir={self.model_dir}"]
     for config in self.setting.gin_configs:
-      path = config if os.path.isabs(config) else os.path.join(REPO_GIN_CONFIGS, config)
+      path = config if os.path.isabs(config) else os.path.join(commands.REPO_GIN_CONFIGS, config)
       train.append(f"--gin_config={path}")
     train += [f"--gin_bindings={b}" for b in list(self.setting.bindings) + self.extra_bindings +
               [f"model.random_seed = {self.seed}"]]
-    steps = [("train", os.path.join(self.model_dir, "results", "aggregate", "train.json"), train)]
+    steps = [("train", os.path.join(self.model_dir, model_dir_lib.FINISHED_MARKER), train)]
     # --overwrite: a step that is not finished may have left a partial directory behind.
     steps.append(("postprocess", os.path.join(self.representation_dir, "results", "aggregate",
                                               "postprocess.json"),
-                  quickstart.console_command("dlib_postprocess") + [
+                  commands.console_command("dlib_postprocess") + [
                       f"--model_dir={self.model_dir}", f"--output_dir={self.representation_dir}",
                       f"--gin_config={os.path.join(config_dir, 'postprocess_configs', 'mean.gin')}",
                       "--overwrite"]))
@@ -149,23 +137,21 @@ class Run:
 
 def evaluate_command(representation_dir, output_dir, metric, bindings):
   """The stock `dlib_evaluate` of one metric; bindings of other metrics are dropped."""
-  config, _ = METRIC_CONFIGS[metric]
-  if config is None:
-    from lievae_tf import factor_leakage  # pylint: disable=g-import-not-at-top
-    gin_config = factor_leakage.GIN_CONFIG
-  else:
-    gin_config = os.path.join(quickstart.dlib_config_dir(), "metric_configs", config + ".gin")
-  # A binding of another metric's configurable would fail in this process (gin does not know it).
-  prefixes = {"factor_vae": ("factor_vae_score.", "prune_dims."), "beta_vae": ("beta_vae_sklearn.",),
-              "mig": ("mig.", "discretizer."), "sap": ("sap_score.",), "dci": ("dci.",),
-              "modularity": ("modularity_explicitness.", "discretizer."),
-              "factor_leakage": ("factor_leakage.",)}
-  own = [b for b in bindings
-         if b.strip().startswith(prefixes[metric]) or b.strip().startswith("evaluation.")]
-  return quickstart.console_command("dlib_evaluate") + [
+  entry = registry.get(metric)
+  return commands.console_command("dlib_evaluate") + [
       f"--input_dir={representation_dir}", f"--output_dir={output_dir}",
-      f"--gin_config={gin_config}", f"--gin_bindings=evaluation.name = '{metric}'", "--overwrite"
-  ] + [f"--gin_bindings={b}" for b in own]
+      f"--gin_config={entry.gin_config}", f"--gin_bindings=evaluation.name = '{metric}'",
+      "--overwrite"
+  ] + [f"--gin_bindings={b}" for b in registry.bindings_for(entry, bindings)]
+
+
+def choose_metrics(study, metrics=None):
+  """The study's [(metric, bindings)], or `metrics` instead (with the study's bindings of each)."""
+  if not metrics:
+    return list(study.metrics)
+  registry.check_names(metrics)
+  known = dict(study.metrics)
+  return [(m, known.get(m, ())) for m in metrics]
 
 
 def expand(study, output_dir, seeds, settings=None, extra_bindings=(), metric_bindings=(),
@@ -177,21 +163,14 @@ def expand(study, output_dir, seeds, settings=None, extra_bindings=(), metric_bi
       raise UserError(f"--settings: {unknown} not in this study; it has "
                       f"{[s.name for s in chosen]}.")
     chosen = [s for s in chosen if s.name in settings]
-  study_metrics = list(study.metrics)
-  if metrics:
-    unknown = sorted(set(metrics) - set(METRIC_CONFIGS))
-    if unknown:
-      raise UserError(f"--metrics: unknown {unknown}; choose from {sorted(METRIC_CONFIGS)}.")
-    known = dict(study_metrics)
-    study_metrics = [(m, known.get(m, ())) for m in metrics]
-  return [Run(output_dir, s, seed, study_metrics, extra_bindings, metric_bindings)
+  return [Run(output_dir, s, seed, choose_metrics(study, metrics), extra_bindings, metric_bindings)
           for s in chosen for seed in seeds]
 
 
 def aggregate_command(output_dir):
   pattern = os.path.join(output_dir, "*", "seed*", "metrics", "*", "*", "results", "aggregate",
                          "evaluation.json")
-  return quickstart.console_command("dlib_aggregate_results") + [
+  return commands.console_command("dlib_aggregate_results") + [
       f"--result_file_pattern={pattern}", f"--output_path={os.path.join(output_dir, 'results.json')}"]
 
 
@@ -223,7 +202,7 @@ def run_sweep(runs, output_dir, jobs=1, env=None):
       with lock:
         print(f"[{done[0]}/{total}] {run.name}: {step} ...", flush=True)
       try:
-        quickstart.run_logged(command, env, os.path.join(run.log_dir, f"{step}.log"))
+        commands.run_logged(command, env, os.path.join(run.log_dir, f"{step}.log"))
       except UserError as e:
         with lock:
           failures.append(f"{run.name}: {e}")
@@ -242,7 +221,7 @@ def run_sweep(runs, output_dir, jobs=1, env=None):
     raise UserError(f"{len(failures)} of {total} runs failed (re-run the same command to resume "
                     "the others' work):\n" + "\n".join(failures))
   results = os.path.join(output_dir, "results.json")
-  quickstart.run_logged(aggregate_command(output_dir), env,
+  commands.run_logged(aggregate_command(output_dir), env,
                         os.path.join(output_dir, "logs", "aggregate.log"))
   print(f"lievae_sweep: all {total} runs finished; aggregated results in {results}", flush=True)
   return results
@@ -250,7 +229,7 @@ def run_sweep(runs, output_dir, jobs=1, env=None):
 
 def evaluate_model(model_dir, metrics, metric_bindings=(), env=None):
   """`lievae_evaluate`: postprocess (mean) and the given metrics on a trained model_dir."""
-  if not os.path.isfile(os.path.join(model_dir, "results", "aggregate", "train.json")):
+  if not model_dir_lib.is_finished(model_dir):
     raise UserError(f"{model_dir} holds no finished model (results/aggregate/train.json is "
                     "missing): train it with lievae_train first.")
   setting = Setting(os.path.basename(os.path.normpath(model_dir)), (), ())
@@ -262,6 +241,6 @@ def evaluate_model(model_dir, metrics, metric_bindings=(), env=None):
   for step, _, command in run.steps()[1:]:  # everything after training, always redone
     started = time.time()
     print(f"{step} ...", flush=True)
-    quickstart.run_logged(command, env, os.path.join(run.log_dir, f"{step}.log"))
+    commands.run_logged(command, env, os.path.join(run.log_dir, f"{step}.log"))
     print(f"{step} done in {time.time() - started:.0f} s", flush=True)
   return run

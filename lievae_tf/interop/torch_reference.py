@@ -1,10 +1,10 @@
-"""MODEL_SPEC in PyTorch, with the paper code's parameter names and checkpoint format.
+"""The model of docs/model.md in PyTorch, with the paper code's parameter names and checkpoint format.
 
 For tests and benchmarks, not for training runs: the parity tests save models of this module in
 the paper code's format and check that `lievae_import_torch` reproduces every number, and
 `PaperTrainStep` is the paper code's training step as published (the baseline of benchmarks).
 
-Written from MODEL_SPEC. Only the names are the paper code's: the `state_dict` keys of its
+Written from docs/model.md. Only the names are the paper code's: the `state_dict` keys of its
 `LieCeleb` (`encoder.prior_group.{0,2,4,6}` convs and `.{9,11}` linears,
 `encoder.to_means.{i}.{0,2}`, `encoder.to_logvar.{i}.{0,2}`, `decoder.lie_alg_basis_ls.{k}` of
 shape (1, m, m), one per latent, `decoder.fake_exp.{0,2}` with `no_exp`, `decoder.post_exp.{0,2}`
@@ -14,7 +14,7 @@ linears and `.{5,7,9,11}` transposed convs), the fields of its `args.pt` (an
 
 Images are channels-first here, (B, nc, 64, 64), as in PyTorch.
 
-One deliberate difference from the paper code: the commutator penalty is MODEL_SPEC's (the
+One deliberate difference from the paper code: the commutator penalty is the paper's (the
 paper's) `||A_j A_k - A_k A_j||^2`, which the Keras model computes; the paper code subtracts the
 transpose of each product instead. Every published run weights it by 0.
 """
@@ -28,8 +28,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lievae_tf import data
+
 MODEL_NAME = "lie_group"  # the paper code's `--model` for its LieCeleb
-NUM_CHANNELS = {"dsprites": 1, "shapes3d": 3}  # the paper code's dataset_meta
 
 
 def paper_args(dataset="dsprites", **overrides):
@@ -47,14 +48,14 @@ def paper_args(dataset="dsprites", **overrides):
       subgroup_sizes_ls=[100], subspace_sizes_ls=[10], lie_alg_init_scale=0.001, hy_hes=40.0,
       hy_rec=0.1, hy_commute=0.0, forward_eg_prob=0.2, recons_loss_type="l2", no_exp=False,
       factor_vae_gamma=6.4, lambda_d=1, lambda_od=10,
-      nc=NUM_CHANNELS.get(dataset, 1), factors=5 if dataset == "dsprites" else 6)
+      nc=data.PAPER_NUM_CHANNELS.get(dataset, 1), factors=5 if dataset == "dsprites" else 6)
   args.update(overrides)
   args["latents"] = overrides.get("latents", sum(args["subspace_sizes_ls"]))
   return argparse.Namespace(**args)
 
 
 def _glorot(module):
-  """MODEL_SPEC: Glorot-uniform weights; biases keep PyTorch's default init."""
+  """docs/model.md: Glorot-uniform weights; biases keep PyTorch's default init."""
   for layer in module.modules():
     if isinstance(layer, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
       nn.init.xavier_uniform_(layer.weight)
@@ -62,7 +63,7 @@ def _glorot(module):
 
 def _mlp(inputs, hidden, outputs):
   # Indices 0 and 2 hold the weights, as in the paper code's Sequentials. In-place ReLUs here and
-  # below: fewer large allocations, which matter to this step's speed on a CPU (PERF_NOTES).
+  # below: fewer large allocations, which matter to this step's speed on a CPU.
   return nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, outputs))
 
 
@@ -159,14 +160,14 @@ def group_penalties(bases):
       continue
     products = basis_products(basis)
     hessian = hessian + products.square().sum(dim=(2, 3)).mean()
-    # [j, k] = A_j A_k - A_k A_j, the paper's bracket (MODEL_SPEC).
+    # [j, k] = A_j A_k - A_k A_j, the paper's bracket (docs/model.md).
     commutators = products.transpose(0, 1) - products
     commute = commute + commutators.square().sum(dim=(2, 3)).mean()
   return hessian, commute
 
 
 class LieGroupVAE(nn.Module):
-  """MODEL_SPEC's model; its `state_dict` keys are those of the paper code's `LieCeleb`.
+  """The model of docs/model.md; its `state_dict` keys are those of the paper code's `LieCeleb`.
 
   Args are the paper code's flag names (see `paper_args`).
   """

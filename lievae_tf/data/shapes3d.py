@@ -17,29 +17,23 @@ import zipfile
 import gin
 import numpy as np
 
-from lievae_tf import synthetic_data
+from lievae_tf import data
+from lievae_tf.data import synthetic
 from lievae_tf.errors import UserError
 
-DATA_ENV = "DISENTANGLEMENT_LIB_DATA"
-H5_FILENAME = "3dshapes.h5"
 DLIB_NPZ_FILENAME = ("look-at-object-room_floor-hueXwall-hueXobj-hueXobj-sizeXobj-shapeXview-azi"
                      ".npz")
-FACTOR_NAMES = ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation")
 FULL_FACTOR_SIZES = (10, 10, 10, 8, 4, 15)
 _CHUNK_IMAGES = 4800  # 59 MB of uint8 images per read/write
 
 
-def data_root():
-  return os.environ.get(DATA_ENV, ".")
-
-
 def dlib_npz_path(root=None):
   """Where dlib's `Shapes3D` looks for its npz under `root` ($DISENTANGLEMENT_LIB_DATA)."""
-  return os.path.join(root or data_root(), "3dshapes", DLIB_NPZ_FILENAME)
+  return os.path.join(root or data.data_root(), "3dshapes", DLIB_NPZ_FILENAME)
 
 
 def default_h5_path(root=None):
-  return os.path.join(root or data_root(), "3dshapes", H5_FILENAME)
+  return os.path.join(root or data.data_root(), "3dshapes", data.SHAPES3D_H5_FILENAME)
 
 
 @gin.configurable("lievae_data")
@@ -108,21 +102,10 @@ def _ground_truth_base():
   return ground_truth_data.GroundTruthData
 
 
-def record_dataset_name(name):
-  """Marks `dataset.name` operative, as calling dlib's loader would have.
-
-  dlib's later steps read `dataset.name` from the saved train.gin; bypassing its loader would
-  leave it out. gin 0.4.0 (pinned) has no public API for this, hence its private registry.
-  """
-  selector = gin.config._REGISTRY.get_match("dataset").selector  # pylint: disable=protected-access
-  with gin.config._OPERATIVE_CONFIG_LOCK:  # pylint: disable=protected-access
-    gin.config._OPERATIVE_CONFIG.setdefault(("", selector), {})["name"] = name  # pylint: disable=protected-access
-
-
 def load_h5_ground_truth_data(path):
   """A dlib `GroundTruthData` over the h5's images, held as uint8."""
   from disentanglement_lib.data.ground_truth import named_data, util  # pylint: disable=g-import-not-at-top,unused-import
-  record_dataset_name("shapes3d")
+  data.record_dataset_name("shapes3d")
   images, labels = _load_from_h5(path)
   sizes = factor_sizes_of(labels)
   if int(np.prod(sizes)) != len(images):
@@ -192,7 +175,7 @@ def write_dlib_npz(h5_path, root=None, overwrite=False):
     if sizes != FULL_FACTOR_SIZES:
       print(f"warning: {h5_path} has factor sizes {sizes}; dlib's Shapes3D assumes "
             f"{FULL_FACTOR_SIZES} and can only evaluate on the full grid.")
-    with synthetic_data.atomic_file(path) as tmp:
+    with synthetic.atomic_file(path) as tmp:
       # Stored, not deflated: the images barely compress and deflate would cost minutes.
       with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
         chunks = (images[s:s + _CHUNK_IMAGES] for s in range(0, len(images), _CHUNK_IMAGES))

@@ -13,17 +13,12 @@ Lower is better. A factor that no code informs about (column maximum 0) has no n
 leakage: the normalised scores are then NaN (the reference divides by zero there too).
 
 Registered with gin as `factor_leakage` (an `evaluation.evaluation_fn`) when dlib's `evaluate`
-module is imported (see `compat`), so the stock `dlib_evaluate` accepts GIN_CONFIG.
+module is imported (see `compat` and `registry`), so the stock `dlib_evaluate` accepts its config
+`metric_configs/factor_leakage.gin`.
 """
-
-import os
 
 import gin
 import numpy as np
-
-GIN_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "metric_configs",
-                          "factor_leakage.gin")
-
 
 def leakage_scores(mutual_information):
   """The four scores from a (codes, factors) mutual information matrix."""

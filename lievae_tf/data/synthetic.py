@@ -332,7 +332,6 @@ def write_synthetic_dsprites(data_root, factor_sizes=DSPRITES_FULL_FACTOR_SIZES,
 SHAPES3D_FACTOR_NAMES = ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation")
 SHAPES3D_FULL_FACTOR_SIZES = (10, 10, 10, 8, 4, 15)
 SHAPES3D_SHAPE_NAMES = ("cube", "cylinder", "sphere", "capsule")
-SHAPES3D_H5_FILENAME = "3dshapes.h5"
 
 
 def _validate_shapes3d_sizes(factor_sizes):

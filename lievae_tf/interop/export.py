@@ -1,7 +1,7 @@
 """Export: the TF-Hub module and the results directory that disentanglement_lib reads.
 
 The module has the signatures and the two graph variants of dlib's own `export_as_tf_hub`
-(DLIB_CONTRACT): the same Keras model is built again inside a TF1 `module_fn`, and the trained
+(docs/environment.md): the same Keras model is built again inside a TF1 `module_fn`, and the trained
 weights are assigned to the module's variables before it is written. Every output directory is
 written beside its final place and renamed into it, so an interrupted export leaves nothing that
 looks finished.
@@ -16,11 +16,6 @@ import tensorflow as tf
 import tensorflow_hub as hub
 
 tf1 = tf.compat.v1
-
-
-def model_weights(vae):
-  """The network weights in a fixed order (the loss trackers' state is not part of a module)."""
-  return vae.trainable_weights
 
 
 @contextlib.contextmanager
@@ -50,20 +45,45 @@ def _module_fn_for(model_class, config, image_shape, weight_names):
 
   def module_fn(is_training):
     del is_training  # No dropout or batch norm: both graph variants are the same network.
-    vae = model_class(**config)
-    images = tf1.placeholder(tf.float32, shape=[None] + list(image_shape), name="images")
-    mean, logvar = vae.gaussian_encoder(images)
-    hub.add_signature(name="gaussian_encoder", inputs={"images": images},
-                      outputs={"mean": mean, "logvar": logvar})
-    sample = mean + tf.exp(logvar / 2) * tf.random.normal(tf.shape(mean))
-    hub.add_signature(name="reconstructions", inputs={"images": images},
-                      outputs={"images": vae.decode_latents(sample)})
-    latents = tf1.placeholder(tf.float32, shape=[None, vae.num_latents], name="latent_vectors")
-    hub.add_signature(name="decoder", inputs={"latent_vectors": latents},
-                      outputs={"images": vae.decode_latents(latents)})
-    weight_names[:] = [w.name.split(":")[0] for w in model_weights(vae)]
+    with _tf1_control_flow():
+      _build_signatures(model_class, config, image_shape, weight_names)
 
   return module_fn
+
+
+@contextlib.contextmanager
+def _tf1_control_flow():
+  """Builds TF1 control flow (Switch/Merge, Enter/Exit) in the module's graph.
+
+  With TF2's control flow, the `cond` inside `tf.linalg.expm` carries its gradient intermediates
+  as optionals whose types differ between branches (int32 vs float); TF 2.15 then logs a 30-line
+  "Type inference failed" warning in every process that loads the module (lievae_train's export,
+  dlib_postprocess, dlib_evaluate), though the graph runs correctly. TF1 control flow has no such
+  intermediates, and is what TF1 Hub modules were made for.
+  """
+  from tensorflow.python.ops import control_flow_util  # pylint: disable=g-import-not-at-top,g-direct-tensorflow-import
+  enabled = control_flow_util.ENABLE_CONTROL_FLOW_V2
+  control_flow_util.ENABLE_CONTROL_FLOW_V2 = False
+  try:
+    yield
+  finally:
+    control_flow_util.ENABLE_CONTROL_FLOW_V2 = enabled
+
+
+def _build_signatures(model_class, config, image_shape, weight_names):
+  """dlib's three signatures of `model_class(**config)`; records the module's weight names."""
+  vae = model_class(**config)
+  images = tf1.placeholder(tf.float32, shape=[None] + list(image_shape), name="images")
+  mean, logvar = vae.gaussian_encoder(images)
+  hub.add_signature(name="gaussian_encoder", inputs={"images": images},
+                    outputs={"mean": mean, "logvar": logvar})
+  sample = mean + tf.exp(logvar / 2) * tf.random.normal(tf.shape(mean))
+  hub.add_signature(name="reconstructions", inputs={"images": images},
+                    outputs={"images": vae.decode_latents(sample)})
+  latents = tf1.placeholder(tf.float32, shape=[None, vae.num_latents], name="latent_vectors")
+  hub.add_signature(name="decoder", inputs={"latent_vectors": latents},
+                    outputs={"images": vae.decode_latents(latents)})
+  weight_names[:] = [w.name.split(":")[0] for w in vae.trainable_weights]
 
 
 def export_tfhub(vae, image_shape, export_path):
@@ -79,7 +99,7 @@ def export_tfhub(vae, image_shape, export_path):
     # class is instantiated in a graph (as `module_fn` does), which breaks the eager `vae`.
     # Instantiating the same classes eagerly switches them back.
     type(vae)(**config)
-  values = [w.numpy() for w in model_weights(vae)]
+  values = [w.numpy() for w in vae.trainable_weights]
   with tf.Graph().as_default():
     module = hub.Module(spec, trainable=True, tags={"train"})
     targets = [module.variable_map[name] for name in weight_names]

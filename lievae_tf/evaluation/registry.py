@@ -1,0 +1,124 @@
+"""Every metric the project scores with, once: name, gin config, score key, bindings.
+
+The sweep, the quickstart, `lievae_evaluate` and the site hook (which registers our own metrics
+with gin when dlib's `evaluate` module is imported) all read this table. A new metric is one
+module (a dlib evaluation function registered with `@gin.configurable`), one gin file in
+`metric_configs/` and one `register(Metric(...))` below (see docs/extending.md).
+
+Importing this module imports neither TensorFlow nor disentanglement_lib: the site hook runs it
+in every process.
+"""
+
+import dataclasses
+import os
+
+from lievae_tf.errors import UserError
+
+OWN_CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "metric_configs")
+PROTOCOLS = ("dlib", "paper")
+
+
+def dlib_config_dir():
+  """disentanglement_lib's `unsupervised_study_v1` configs (postprocessing and metrics)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  package = os.path.dirname(importlib.util.find_spec("disentanglement_lib").origin)
+  return os.path.join(package, "config", "unsupervised_study_v1")
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+  """One metric as `dlib_evaluate` runs it.
+
+  Attributes:
+    name: `evaluation.name` of its results, and its directory under `metrics/mean/`.
+    gin_config: its gin file: a name in dlib's `unsupervised_study_v1/metric_configs/`
+      (`dlib_config`) or a file of ours in `metric_configs/` (`own_config`).
+    score_key: the key of its headline score in dlib's results.
+    binding_prefixes: the configurables it reads; a binding of any other configurable is not
+      passed to its `dlib_evaluate` (gin would refuse a configurable the process lacks).
+    small_bindings: sizes a 2-core CPU evaluates in seconds (trying things out, not reporting).
+    protocol: 'dlib' (disentanglement_lib's study configs) or 'paper' (the paper code's).
+    module: the module that registers its evaluation function with gin, if it is ours.
+  """
+  name: str
+  score_key: str
+  binding_prefixes: tuple
+  dlib_config: str = None
+  own_config: str = None
+  small_bindings: tuple = ()
+  protocol: str = "dlib"
+  module: str = None
+
+  @property
+  def gin_config(self):
+    if self.own_config:
+      return os.path.join(OWN_CONFIG_DIR, self.own_config)
+    return os.path.join(dlib_config_dir(), "metric_configs", self.dlib_config)
+
+
+_METRICS = {}
+
+
+def register(metric):
+  if metric.name in _METRICS:
+    raise ValueError(f"metric {metric.name!r} is registered twice")
+  if metric.protocol not in PROTOCOLS or not (metric.dlib_config or metric.own_config):
+    raise ValueError(f"metric {metric.name!r}: needs a protocol in {PROTOCOLS} and a gin config")
+  _METRICS[metric.name] = metric
+  return metric
+
+
+def get(name):
+  if name not in _METRICS:
+    raise UserError(f"unknown metric {name!r}; choose from {', '.join(names())}.")
+  return _METRICS[name]
+
+
+def names(protocol=None):
+  return [m.name for m in _METRICS.values() if protocol in (None, m.protocol)]
+
+
+def check_names(requested, flag="--metrics"):
+  """Raises a UserError naming every unknown metric of `requested`."""
+  unknown = [m for m in requested if m not in _METRICS]
+  if unknown:
+    raise UserError(f"{flag}: unknown {unknown}; choose from {', '.join(names())}.")
+
+
+def bindings_for(metric, bindings):
+  """The bindings of `bindings` that configure `metric` (and `evaluation.*`)."""
+  prefixes = tuple(p + "." for p in metric.binding_prefixes) + ("evaluation.",)
+  return [b for b in bindings if b.strip().startswith(prefixes)]
+
+
+def import_own_metrics():
+  """Imports the modules of our own metrics, registering them with gin (for `dlib_evaluate`)."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  for module in sorted({m.module for m in _METRICS.values() if m.module}):
+    importlib.import_module(module)
+
+
+# disentanglement_lib's study metrics, with their configs as dlib ships them.
+register(Metric("factor_vae", "eval_accuracy", ("factor_vae_score", "prune_dims"),
+                dlib_config="factor_vae_metric.gin",
+                small_bindings=("factor_vae_score.num_variance_estimate = 5000",
+                                "factor_vae_score.num_train = 1000",
+                                "factor_vae_score.num_eval = 500")))
+register(Metric("beta_vae", "eval_accuracy", ("beta_vae_sklearn",),
+                dlib_config="beta_vae_sklearn.gin",
+                small_bindings=("beta_vae_sklearn.num_train = 1000",
+                                "beta_vae_sklearn.num_eval = 500")))
+register(Metric("mig", "discrete_mig", ("mig", "discretizer"), dlib_config="mig.gin",
+                small_bindings=("mig.num_train = 5000",)))
+register(Metric("sap", "SAP_score", ("sap_score",), dlib_config="sap_score.gin",
+                small_bindings=("sap_score.num_train = 2000", "sap_score.num_test = 1000")))
+register(Metric("dci", "disentanglement", ("dci",), dlib_config="dci.gin",
+                small_bindings=("dci.num_train = 1000", "dci.num_test = 500")))
+register(Metric("modularity", "modularity_score", ("modularity_explicitness", "discretizer"),
+                dlib_config="modularity_explicitness.gin",
+                small_bindings=("modularity_explicitness.num_train = 2000",
+                                "modularity_explicitness.num_test = 1000")))
+# The paper code's extra metric (lievae_tf/evaluation/factor_leakage.py) at dlib's MIG sizes.
+register(Metric("factor_leakage", "factor_leakage_mean", ("factor_leakage", "discretizer"),
+                own_config="factor_leakage.gin", module="lievae_tf.evaluation.factor_leakage",
+                small_bindings=("factor_leakage.num_train = 5000",)))

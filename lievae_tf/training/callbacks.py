@@ -1,0 +1,88 @@
+"""The Keras callbacks of a run: stop on a non-finite loss, TensorBoard scalars, periodic
+checkpoints and the progress bar."""
+
+import math
+import sys
+import time
+
+import tensorflow as tf
+import tqdm
+
+from lievae_tf.errors import UserError
+from lievae_tf.training import checkpoints
+
+
+class StopOnNonFiniteLoss(tf.keras.callbacks.Callback):
+  """Stops with a UserError that names the non-finite terms; no checkpoint is written after."""
+
+  def __init__(self):
+    super().__init__()
+    self._supports_tf_logs = True
+
+  def on_train_batch_end(self, batch, logs=None):
+    loss = float(logs["loss"])
+    if math.isfinite(loss):
+      return
+    bad = [k for k, v in logs.items() if not math.isfinite(float(v))]
+    step = int(self.model.optimizer.iterations.numpy())
+    raise UserError(
+        f"non-finite loss at step {step}: {', '.join(bad)} went non-finite. Training stopped; "
+        "the last good checkpoint is kept and a re-run resumes from it. Lower the learning rate "
+        "(optimizer.learning_rate) or check the data.")
+
+
+class ScalarLogger(tf.keras.callbacks.Callback):
+  """Every `every` steps: TensorBoard scalars of each tracked term (its mean over those steps)."""
+
+  def __init__(self, writer, every):
+    super().__init__()
+    self._supports_tf_logs = True
+    self.writer, self.every = writer, every
+    self.last_logged = {}
+
+  def on_train_batch_end(self, batch, logs=None):
+    step = int(self.model.optimizer.iterations.numpy())
+    if step % self.every and batch + 1 != self.params["steps"]:
+      return
+    self.last_logged = {k: float(v) for k, v in logs.items()}
+    with self.writer.as_default(step=step):
+      for name, value in self.last_logged.items():
+        tf.summary.scalar(name, value)
+    self.writer.flush()
+    self.model.reset_metrics()
+
+
+class PeriodicCheckpoint(tf.keras.callbacks.Callback):
+
+  def __init__(self, manager, every):
+    super().__init__()
+    self._supports_tf_logs = True
+    self.manager, self.every = manager, every
+
+  def on_train_batch_end(self, batch, logs=None):
+    if int(self.model.optimizer.iterations.numpy()) % self.every == 0:
+      checkpoints.save_checkpoint(self.manager, self.model)
+
+
+class ProgressBar(tf.keras.callbacks.Callback):
+  """A tqdm bar over all training steps: steps/s, images/s and the recent mean loss."""
+
+  def __init__(self, total_steps, start_step, every, batch_size):
+    super().__init__()
+    self._supports_tf_logs = True
+    self.every, self.batch_size = every, batch_size
+    interactive = sys.stderr.isatty()
+    self.bar = tqdm.tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
+                         mininterval=0.5 if interactive else 30.0, desc="lievae_train")
+    self.window_start = None
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.bar.update(1)
+    if self.window_start is None:  # the first step includes tracing: leave it out of the rate
+      self.window_start = (time.time(), batch)
+    elif (batch + 1) % self.every == 0:
+      started, first = self.window_start
+      images_per_second = (batch - first) * self.batch_size / max(time.time() - started, 1e-9)
+      self.bar.set_postfix(loss=f"{float(logs['loss']):.2f}", img_s=f"{images_per_second:.0f}",
+                           refresh=False)
+      self.window_start = (time.time(), batch)

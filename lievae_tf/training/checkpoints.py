@@ -1,0 +1,96 @@
+"""The model_dir: preparing it, checkpoints (where each worker saves, restoring the newest
+readable one, saving only finite weights) and the marker of a finished run."""
+
+import os
+import shutil
+import sys
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from lievae_tf.errors import UserError
+from lievae_tf.model_dir import CHECKPOINT_DIR
+from lievae_tf.model_dir import FINISHED_MARKER
+from lievae_tf.model_dir import is_finished
+from lievae_tf.interop import export
+from lievae_tf.training import strategy as strategy_lib
+
+def prepare_model_dir(model_dir, overwrite):
+  """Refuses a finished model_dir without overwrite; creates or cleans it otherwise."""
+  if os.path.isdir(model_dir) and overwrite:
+    shutil.rmtree(model_dir)
+  elif is_finished(model_dir):
+    raise UserError(
+        f"{model_dir} already holds a finished model ({FINISHED_MARKER} exists); nothing was "
+        "changed. Pass --overwrite to train it again from scratch, or choose another --model_dir.")
+  try:
+    os.makedirs(model_dir, exist_ok=True)
+    probe = os.path.join(model_dir, ".write-probe")
+    with open(probe, "w"):
+      pass
+    os.remove(probe)
+  except OSError as e:
+    raise UserError(f"cannot write to --model_dir {model_dir}: {e.strerror}. Choose a directory "
+                    "you can write to.") from None
+  export.remove_partial_outputs(model_dir)
+  # An export that was interrupted after the module but before the results is redone.
+  shutil.rmtree(os.path.join(model_dir, "tfhub"), ignore_errors=True)
+
+
+def checkpoint_write_dir(model_dir, strategy):
+  """Where this process saves: the chief in model_dir; other workers in a temporary directory.
+
+  Every worker must save (saving reduces the loss trackers across workers), but only the chief's
+  copy is kept, as TF's multi-worker guide recommends.
+  """
+  if strategy_lib.is_chief(strategy):
+    return os.path.join(model_dir, CHECKPOINT_DIR)
+  resolver = strategy.cluster_resolver
+  return os.path.join(model_dir, CHECKPOINT_DIR,
+                      f".{resolver.task_type}-{resolver.task_id}-tmp")
+
+
+def restore_latest(checkpoint, checkpoint_dir):
+  """Restores the newest readable checkpoint in `checkpoint_dir`; returns its path or None.
+
+  An unreadable one (truncated or corrupt files, e.g. a disk that filled up) is skipped with a
+  warning and the one before it is used: every checkpoint restores the complete state.
+  """
+  state = tf.train.get_checkpoint_state(checkpoint_dir)
+  paths = list(state.all_model_checkpoint_paths) if state else []
+  if state and state.model_checkpoint_path and state.model_checkpoint_path not in paths:
+    paths.append(state.model_checkpoint_path)
+  if not state:
+    # No (readable) `checkpoint` state file: find the checkpoints by their names instead of
+    # silently starting over them.
+    indexes = tf.io.gfile.glob(os.path.join(checkpoint_dir, "ckpt-*.index"))
+    steps = sorted(int(p[:-len(".index")].rsplit("-", 1)[1]) for p in indexes
+                   if p[:-len(".index")].rsplit("-", 1)[1].isdigit())
+    paths = [os.path.join(checkpoint_dir, f"ckpt-{step}") for step in steps]
+  failures = []
+  for path in reversed(paths):
+    try:
+      checkpoint.restore(path).assert_existing_objects_matched()
+      return path
+    except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError) as e:
+      # (a truncated file raises IndexError from the reader, a corrupt one DataLossError)
+      reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      failures.append(path)
+      logging.warning("Checkpoint %s is unreadable (%s).", path, reason)
+      print(f"lievae_train: warning: checkpoint {path} is unreadable ({type(e).__name__}: "
+            f"{reason[:200]}); falling back to the one before it.", file=sys.stderr)
+  if failures:
+    raise UserError(f"no readable checkpoint in {checkpoint_dir} (tried {', '.join(failures)}). "
+                    "Pass --overwrite to train from scratch, or restore the files from a backup.")
+  return None
+
+
+def save_checkpoint(manager, vae):
+  """Saves, unless the weights went non-finite (a checkpoint must always be a good one)."""
+  bad = [w.name for w in vae.trainable_weights if not np.all(np.isfinite(w.numpy()))]
+  if bad:
+    raise UserError(f"training diverged: non-finite weights {bad[:3]}; the last checkpoint "
+                    f"({manager.latest_checkpoint}) is kept. Lower the learning rate "
+                    "(optimizer.learning_rate) or the loss weights, then re-run to resume.")
+  manager.save(checkpoint_number=int(vae.optimizer.iterations.numpy()))

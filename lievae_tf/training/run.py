@@ -1,0 +1,254 @@
+"""Training: `lievae_train`'s gin-configured run, with dlib's `model.*` bindings.
+
+A run trains under a `tf.distribute` strategy with Keras `fit`, checkpoints every
+`training.checkpoint_every` steps, resumes an unfinished `model_dir` from its latest checkpoint,
+and at the end exports `model_dir/tfhub` and `model_dir/results` as dlib's `dlib_train` does.
+"""
+
+import contextlib
+import dataclasses
+import logging as std_logging
+import os
+import shutil
+import sys
+import time
+
+from absl import logging
+import gin
+import tensorflow as tf
+
+from lievae_tf import models
+from lievae_tf import random_streams
+from lievae_tf import visualize
+from lievae_tf.data import ground_truth as data_lib
+from lievae_tf.errors import UserError
+from lievae_tf.interop import export
+from lievae_tf.training import callbacks as callbacks_lib
+from lievae_tf.training import checkpoints
+from lievae_tf.training import options as options_lib
+from lievae_tf.training import strategy as strategy_lib
+
+
+def parse_gin(gin_config_files=(), gin_bindings=()):
+  """Parses gin files and bindings; a mistake in them becomes a UserError that names it."""
+  # The configurables must be registered before parsing: dlib's `dataset` ...
+  from disentanglement_lib.data.ground_truth import named_data  # pylint: disable=g-import-not-at-top,unused-import
+  for path in gin_config_files:
+    if not os.path.isfile(path):
+      raise UserError(f"gin config file {path} does not exist.")
+    # `include 'x.gin'` resolves beside the including file, not only in the working directory.
+    gin.add_config_file_search_path(os.path.dirname(os.path.abspath(path)))
+  gin_logger = std_logging.getLogger()  # gin's resource reader logs to the root logger
+  gin_logger.addFilter(_hide_gin_search_misses)
+  try:
+    gin.parse_config_files_and_bindings(list(gin_config_files), list(gin_bindings))
+  except OSError as e:  # an `include` that no search path holds
+    raise UserError(f"gin config: {e} Give the include's path relative to the including file, "
+                    "or an absolute one.") from None
+  except SyntaxError as e:
+    where = "--gin_bindings" if e.filename in (None, "<string>") else e.filename
+    raise UserError(f"gin syntax error in {where}, line {e.lineno}: {e.msg}: "
+                    f"{(e.text or '').strip()!r}") from None
+  except (ValueError, KeyError) as e:
+    raise UserError(f"gin config: {e}\nCheck the spelling against the configurables of "
+                    "gin_configs/*.gin (e.g. LieGroupVAE.hy_hes, model.training_steps, "
+                    "dataset.name, training.checkpoint_every).") from None
+  finally:
+    gin_logger.removeFilter(_hide_gin_search_misses)
+
+
+def _hide_gin_search_misses(record):
+  """gin-config 0.4 logs an ERROR "Path not found: x.gin" for every search path that lacks an
+  included file before it tries the next one, also when the next one has it (an `include`
+  resolved beside its file, as gin_configs/quickstart.gin does). A file that is not found
+  anywhere still fails, as a UserError; only that one log line is dropped."""
+  return not (record.filename == "resource_reader.py" and
+              record.getMessage().startswith("Path not found:"))
+
+
+def train_with_gin(model_dir, overwrite=False, gin_config_files=None, gin_bindings=None):
+  """Parses the gin configuration, trains, exports, clears the configuration; returns the model."""
+  parse_gin(gin_config_files or [], gin_bindings or [])
+  try:
+    return train(model_dir, overwrite)
+  except RuntimeError as e:
+    if "Required bindings" in str(e):
+      raise UserError(f"gin config: {e}; bind them in a gin file or with --gin_bindings.") from None
+    raise
+  finally:
+    gin.clear_config()
+
+
+@gin.configurable("model", denylist=["model_dir", "overwrite"])
+def train(model_dir,
+          overwrite=False,
+          model=gin.REQUIRED,
+          training_steps=gin.REQUIRED,
+          random_seed=gin.REQUIRED,
+          batch_size=gin.REQUIRED,
+          eval_steps=100,
+          name="",
+          model_num=None):
+  """Trains `model` on `dataset.name` and exports it, as dlib's `train` does.
+
+  Args:
+    model_dir: directory for checkpoints, TensorBoard logs, `tfhub` and `results`.
+    overwrite: delete an existing model_dir first (a finished one is refused otherwise).
+    model: the model class, e.g. `@LieGroupVAE`.
+    training_steps: total optimizer steps.
+    random_seed: seeds weights, data order and per-step randomness.
+    batch_size: the global batch size (split over the replicas).
+    eval_steps: batches of the final evaluation (z = mu) recorded in the results.
+    name, model_num: unused; they name runs in the saved gin config, as in dlib.
+  """
+  del name, model_num
+  for key, value in (("training_steps", training_steps), ("batch_size", batch_size)):
+    if not isinstance(value, int) or value < 1:
+      raise UserError(f"model.{key} = {value!r} must be a positive integer.")
+  run = set_up(model_dir, overwrite, model, random_seed, batch_size)
+  fit_result = fit(run, training_steps)
+  return finish(run, training_steps, eval_steps, *fit_result)
+
+
+@dataclasses.dataclass
+class Run:
+  """What set-up makes and the later stages use."""
+  model_dir: str
+  options: dict
+  strategy: tf.distribute.Strategy
+  chief: bool  # this process writes the outputs
+  started: float  # time.time() at set-up
+  random_seed: int
+  batch_size: int  # global
+  ground_truth_data: object
+  image_shape: list
+  vae: tf.keras.Model
+  manager: tf.train.CheckpointManager
+  write_dir: str  # where this process saves checkpoints
+  start_step: int  # restored from a checkpoint, else 0
+
+
+def set_up(model_dir, overwrite, model_class, random_seed, batch_size):
+  """Strategy, model_dir, data and the model, restored from the latest checkpoint if any."""
+  options = options_lib.training_options()
+  if options["deterministic"]:
+    tf.config.experimental.enable_op_determinism()
+  # The strategy comes first: MultiWorkerMirroredStrategy must start before any other TF op.
+  strategy = strategy_lib.make_strategy(options["strategy"])
+  replicas = strategy.num_replicas_in_sync
+  if batch_size % replicas:
+    raise UserError(f"model.batch_size = {batch_size} does not split evenly over {replicas} "
+                    f"replicas: use a multiple of {replicas}.")
+  chief = strategy_lib.is_chief(strategy)
+  if chief:
+    checkpoints.prepare_model_dir(model_dir, overwrite)
+  elif checkpoints.is_finished(model_dir) and not overwrite:
+    raise UserError(f"{model_dir} already holds a finished model ({checkpoints.FINISHED_MARKER} "
+                    "exists); pass --overwrite (on every worker) to train it again.")
+  # No worker reads model_dir before the chief has prepared it.
+  strategy_lib.sync_workers(strategy)
+  started = time.time()
+
+  tf.keras.utils.set_random_seed(random_seed)
+  ground_truth_data = data_lib.load_ground_truth_data()
+  image_shape = data_lib.observation_shape(ground_truth_data)
+
+  with strategy.scope():
+    vae = model_class(num_channels=image_shape[-1], seed=random_seed)
+    vae.build_variables(image_shape)
+    vae.compile(optimizer=options_lib.make_optimizer())
+    vae.optimizer.build(vae.trainable_variables)
+    checkpoint = tf.train.Checkpoint(model=vae, optimizer=vae.optimizer)
+    # Every worker resumes from the chief's checkpoints (model_dir must be shared).
+    restored = checkpoints.restore_latest(
+        checkpoint, os.path.join(model_dir, checkpoints.CHECKPOINT_DIR))
+    write_dir = checkpoints.checkpoint_write_dir(model_dir, strategy)
+    if not chief:
+      shutil.rmtree(write_dir, ignore_errors=True)  # a killed worker's stale copy
+    manager = tf.train.CheckpointManager(checkpoint, write_dir,
+                                         max_to_keep=options["keep_checkpoints"] if chief else 1)
+  start_step = int(vae.optimizer.iterations.numpy())
+  if restored:
+    logging.info("Resuming from %s at step %d.", restored, start_step)
+    print(f"lievae_train: resuming from step {start_step} ({restored})", file=sys.stderr)
+  return Run(model_dir=model_dir, options=options, strategy=strategy, chief=chief,
+             started=started, random_seed=random_seed, batch_size=batch_size,
+             ground_truth_data=ground_truth_data, image_shape=image_shape, vae=vae,
+             manager=manager, write_dir=write_dir, start_step=start_step)
+
+
+def fit(run, training_steps):
+  """Trains from the restored step to `training_steps`; returns (seconds, last logged terms)."""
+  remaining = training_steps - run.start_step
+  if remaining <= 0:
+    return 0.0, {}
+  options, strategy = run.options, run.strategy
+  dataset = strategy.distribute_datasets_from_function(data_lib.make_input_fn(
+      run.ground_truth_data, run.batch_size,
+      random_streams.batch_seed(run.random_seed, random_streams.TRAINING_BATCHES),
+      run.start_step))
+  # Only the chief writes TensorBoard logs; the others still reset their trackers in step.
+  summary_writer = (tf.summary.create_file_writer(os.path.join(run.model_dir, "logs", "train"))
+                    if run.chief else tf.summary.create_noop_writer())
+  scalars = callbacks_lib.ScalarLogger(summary_writer, options["log_every"])
+  progress = callbacks_lib.ProgressBar(training_steps, run.start_step, options["log_every"],
+                                       run.batch_size)
+  callbacks = [callbacks_lib.StopOnNonFiniteLoss(), scalars,
+               callbacks_lib.PeriodicCheckpoint(run.manager, options["checkpoint_every"]),
+               progress]
+  if run.chief and options["image_every"]:
+    callbacks.append(visualize.ImageLogger(
+        summary_writer, options["image_every"],
+        visualize.sample_images(run.ground_truth_data, run.random_seed)))
+  fit_started = time.time()
+  try:
+    run.vae.fit(dataset, epochs=1, steps_per_epoch=remaining, verbose=0, callbacks=callbacks)
+  finally:
+    progress.bar.close()  # before any error message, not after it
+  train_seconds = time.time() - fit_started
+  # The same decision on every worker: saving is a collective operation.
+  if training_steps % options["checkpoint_every"]:
+    checkpoints.save_checkpoint(run.manager, run.vae)
+  return train_seconds, scalars.last_logged
+
+
+def finish(run, training_steps, eval_steps, train_seconds, final_training_terms):
+  """Evaluates with z = mu, then (the chief) exports `tfhub/` and writes `results/`."""
+  vae = run.vae
+  eval_input = run.strategy.distribute_datasets_from_function(data_lib.make_input_fn(
+      run.ground_truth_data, run.batch_size,
+      random_streams.batch_seed(run.random_seed, random_streams.EVALUATION_BATCHES)))
+  evaluation = vae.evaluate(eval_input, steps=eval_steps, verbose=0, return_dict=True)
+  if not run.chief:
+    shutil.rmtree(run.write_dir, ignore_errors=True)
+    return vae
+
+  remaining = training_steps - run.start_step
+  results_dict = {f"train_{k}": float(v) for k, v in final_training_terms.items()}
+  results_dict.update({f"eval_{k}": float(v) for k, v in evaluation.items()})
+  results_dict.update(
+      training_steps=training_steps, resumed_from_step=run.start_step,
+      images_per_second=(remaining * run.batch_size / train_seconds) if train_seconds else None)
+  with _op_determinism_off():
+    export.export_tfhub(vae, run.image_shape, os.path.join(run.model_dir, "tfhub"))
+  results_dict["elapsed_time"] = time.time() - run.started
+  # Written last: its presence marks the model finished.
+  export.write_results(os.path.join(run.model_dir, "results"), results_dict,
+                       extra_files=visualize.result_images(vae, run.ground_truth_data,
+                                                           run.random_seed))
+  return vae
+
+
+@contextlib.contextmanager
+def _op_determinism_off():
+  """Op determinism refuses the unseeded random op of the module's `reconstructions` signature;
+  the export only copies weights, so it runs without (TF 2.15 has no public switch back)."""
+  from tensorflow.python.framework import config as tf_config  # pylint: disable=g-import-not-at-top,g-direct-tensorflow-import
+  enabled = tf_config.is_op_determinism_enabled()
+  if enabled:
+    tf_config.disable_op_determinism()
+  try:
+    yield
+  finally:
+    if enabled:
+      tf_config.enable_op_determinism()

@@ -1,0 +1,82 @@
+"""Which devices train: the `tf.distribute` strategy of a run, and what a worker of a cluster is."""
+
+import json
+import os
+
+import tensorflow as tf
+
+from lievae_tf.errors import UserError
+
+STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
+_TF_CONFIG_EXAMPLE = ('{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+                      '"task": {"type": "worker", "index": 0}}')
+
+
+def parse_tf_config(raw):
+  """Validates a TF_CONFIG for MultiWorkerMirroredStrategy; returns (cluster, task type, index).
+
+  TF itself reports a malformed TF_CONFIG late and obscurely (or hangs waiting for a worker that
+  cannot exist), so it is checked here first.
+  """
+  fix = (f"Set TF_CONFIG to JSON like {_TF_CONFIG_EXAMPLE}, the same cluster on every worker "
+         "and each its own task index (or unset it to train on one machine).")
+  try:
+    config = json.loads(raw)
+  except ValueError as e:
+    raise UserError(f"TF_CONFIG is not valid JSON ({e}): {raw!r}. {fix}") from None
+  cluster = config.get("cluster") if isinstance(config, dict) else None
+  if not isinstance(cluster, dict) or not cluster:
+    raise UserError(f"TF_CONFIG {raw!r} has no \"cluster\" of jobs. {fix}")
+  for job, addresses in cluster.items():
+    if job not in ("chief", "worker"):
+      raise UserError(f"TF_CONFIG job {job!r}: multi-worker training has only 'chief' and "
+                      f"'worker' jobs. {fix}")
+    if (not isinstance(addresses, list) or not addresses or not all(
+        isinstance(a, str) and a.rpartition(":")[0] and a.rpartition(":")[2].isdigit()
+        for a in addresses)):
+      raise UserError(f"TF_CONFIG cluster job {job!r} = {addresses!r} is not a list of "
+                      f"'host:port' addresses. {fix}")
+  task = config.get("task")
+  task_type = task.get("type") if isinstance(task, dict) else None
+  index = task.get("index", 0) if isinstance(task, dict) else None
+  if task_type not in cluster or not isinstance(index, int) or not (
+      0 <= index < len(cluster[task_type])):
+    raise UserError(f"TF_CONFIG task {task!r} is not one of its cluster's tasks "
+                    f"{ {job: len(a) for job, a in cluster.items()} } (type and 0-based index). "
+                    f"{fix}")
+  return cluster, task_type, index
+
+
+def make_strategy(name):
+  """The tf.distribute strategy called `name` (see `training_options`)."""
+  if name not in STRATEGIES:
+    raise UserError(f"training.strategy = {name!r} is not one of {', '.join(STRATEGIES)}.")
+  tf_config = os.environ.get("TF_CONFIG", "").strip()
+  if name == "auto" and tf_config:
+    name = "multi_worker"
+  if name == "multi_worker":
+    if not tf_config:
+      raise UserError("training.strategy = 'multi_worker' needs TF_CONFIG, which is not set. "
+                      f"Set it on each worker, e.g. TF_CONFIG='{_TF_CONFIG_EXAMPLE}'.")
+    parse_tf_config(tf_config)
+    # Must come before any other TF op: it configures the collective ops of this process.
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  gpus = tf.config.list_logical_devices("GPU")
+  if name == "auto":
+    name = "mirrored" if gpus else "default"
+  if name == "default":
+    return tf.distribute.get_strategy()
+  if name == "one_device":
+    return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+  return tf.distribute.MirroredStrategy()
+
+
+def is_chief(strategy):
+  """Whether this process writes the outputs (always, except on non-chief workers)."""
+  return strategy.extended.should_checkpoint
+
+
+def sync_workers(strategy):
+  """Returns once every worker got here (a collective all-reduce); no-op on one machine."""
+  if getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)():
+    strategy.reduce("SUM", strategy.run(tf.function(lambda: tf.constant(1.0))), axis=None)

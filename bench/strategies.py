@@ -1,6 +1,6 @@
 """Images/s of the training step: one CPU device versus MirroredStrategy over 2 logical CPUs.
 
-  DISENTANGLEMENT_LIB_DATA=... python scripts/bench_strategies.py [batch] [steps] [rounds]
+  DISENTANGLEMENT_LIB_DATA=... python bench/strategies.py [batch] [steps] [rounds]
 
 Both runs share the same cores, so this measures the overhead of splitting a step in two
 (replica dispatch, gradient all-reduce), not a speed-up. Rounds alternate to even out other load.
@@ -16,7 +16,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import gin  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 from disentanglement_lib.data.ground_truth import named_data  # pylint: disable=unused-import,g-import-not-at-top,wrong-import-position
-from lievae_tf import models, training
+from lievae_tf import models, training  # pylint: disable=g-import-not-at-top,wrong-import-position
 from lievae_tf.data import ground_truth as data_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
@@ -24,7 +24,7 @@ def main():
   batch, steps, rounds = (int(a) for a in (sys.argv[1:] + ["64", "30", "3"][len(sys.argv[1:]):]))
   gin.bind_parameter("dataset.name", "dsprites_full")
   data = data_lib.load_ground_truth_data()
-  models = {}
+  runs = {}
   for name in ("default", "mirrored"):
     strategy = training.make_strategy(name)
     with strategy.scope():
@@ -33,10 +33,10 @@ def main():
       vae.compile(optimizer=training.make_optimizer())
     dataset = strategy.distribute_datasets_from_function(data_lib.make_input_fn(data, batch, 0))
     vae.fit(dataset, epochs=1, steps_per_epoch=3, verbose=0)  # tracing
-    models[name] = (vae, dataset)
-  rates = {name: [] for name in models}
+    runs[name] = (vae, dataset)
+  rates = {name: [] for name in runs}
   for _ in range(rounds):
-    for name, (vae, dataset) in models.items():
+    for name, (vae, dataset) in runs.items():
       start = time.perf_counter()
       vae.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
       rates[name].append(steps * batch / (time.perf_counter() - start))

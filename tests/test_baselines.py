@@ -10,7 +10,6 @@ import tensorflow_hub as hub
 from conftest import command, train_args
 from lievae_tf.models import beta_vae
 from lievae_tf.interop import export
-from lievae_tf import models
 
 tf1 = tf.compat.v1
 

@@ -9,5 +9,7 @@ from lievae_tf.models.base import GaussianEncoderVAE
 from lievae_tf.models.beta_vae import BetaVAE
 from lievae_tf.models.lie_vae import LieGroupVAE
 
+__all__ = ["GaussianEncoderVAE", "BetaVAE", "LieGroupVAE"]
+
 for _module in pkgutil.iter_modules(__path__):
   importlib.import_module(f"{__name__}.{_module.name}")

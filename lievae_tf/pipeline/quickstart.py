@@ -6,10 +6,7 @@ SYNTHETIC dSprites-format data -> `lievae_train` -> the stock `dlib_postprocess`
 """
 
 import os
-import shlex
 import shutil
-import subprocess
-import sys
 import time
 
 from lievae_tf.data import synthetic

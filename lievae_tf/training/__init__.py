@@ -12,3 +12,6 @@ from lievae_tf.training.strategy import parse_tf_config
 from lievae_tf.training.run import parse_gin
 from lievae_tf.training.run import train
 from lievae_tf.training.run import train_with_gin
+
+__all__ = ["CHECKPOINT_DIR", "FINISHED_MARKER", "is_finished", "make_optimizer", "training_options",
+           "make_strategy", "parse_tf_config", "parse_gin", "train", "train_with_gin"]

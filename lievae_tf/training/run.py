@@ -17,7 +17,7 @@ from absl import logging
 import gin
 import tensorflow as tf
 
-from lievae_tf import models
+from lievae_tf import models  # pylint: disable=unused-import (registers every model with gin)
 from lievae_tf import random_streams
 from lievae_tf import visualize
 from lievae_tf.data import ground_truth as data_lib

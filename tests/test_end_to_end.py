@@ -2,8 +2,10 @@
 `lievae_train`, then the stock `dlib_postprocess`, `dlib_evaluate` (MIG, FactorVAE, DCI) and
 `dlib_aggregate_results` as subprocesses."""
 
+import glob
 import json
 import os
+import re
 
 import pytest
 
@@ -55,3 +57,16 @@ def test_quickstart_refuses_an_existing_work_dir(quickstart):
   result = command("lievae_quickstart", f"--work_dir={work_dir}")
   assert result.returncode == 1
   assert "--overwrite" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_successful_run_logs_no_error_line_and_no_tf_dump(quickstart):
+  """A user reads an `E...` line or TF's "Type inference failed" dump as a failure: every step's
+  log (train, postprocess, evaluate, aggregate) of a successful run holds neither."""
+  work_dir, _ = quickstart
+  logs = glob.glob(os.path.join(work_dir, "logs", "*.log"))
+  assert len(logs) >= 5
+  for path in logs:
+    with open(path) as f:
+      text = f.read()
+    assert not re.search(r"^E\d{4} ", text, re.M), path
+    assert "Type inference failed" not in text and "Traceback" not in text, path

@@ -57,16 +57,18 @@ def trained_model_dir(tmp_path_factory):
   return model_dir
 
 
-_RUNS_COMMANDS = ("command(", "subprocess", "trained_model_dir")
+_RUNS_COMMANDS = ("command(", "subprocess")
 
 
 def pytest_collection_modifyitems(items):
-  """Marks `commands` every test that runs a real command in a subprocess (or needs a model one
-  trained), so that `pytest -m "not commands"` runs the fast in-process tests alone."""
+  """Marks `commands` every test that runs a real command in a subprocess, itself or through a
+  fixture (e.g. a model trained by `lievae_train`), so that `pytest -m "not commands"` runs the
+  fast in-process tests alone."""
   import inspect  # pylint: disable=g-import-not-at-top
   for item in items:
-    function = getattr(item, "function", None)
-    source = inspect.getsource(function) if function else ""
-    if any(marker in source for marker in _RUNS_COMMANDS) or "trained_model_dir" in getattr(
-        item, "fixturenames", ()):
+    functions = [getattr(item, "function", None)]
+    for definitions in item._fixtureinfo.name2fixturedefs.values():  # pylint: disable=protected-access
+      functions += [definition.func for definition in definitions]
+    sources = [inspect.getsource(f) for f in functions if f is not None and inspect.isfunction(f)]
+    if any(marker in source for source in sources for marker in _RUNS_COMMANDS):
       item.add_marker(pytest.mark.commands)

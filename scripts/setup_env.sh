@@ -1,34 +1,164 @@
 #!/usr/bin/env bash
 # Creates or refreshes .venv from the project's own files. Idempotent: when nothing that
 # defines the environment changed since the last run, it does nothing.
+#
+# TensorFlow build: the GPU build (requirements-gpu.txt) when `nvidia-smi -L` lists a GPU, else the
+# CPU build (requirements.txt); LIEVAE_TF_BUILD=cpu|gpu overrides. All else is the same pinned set
+# (requirements-common.txt). Switching builds recreates .venv: the two TF wheels must not share one.
+# Interpreter: PYTHON=..., else python3.11, else python3; it must be one TF 2.15 supports (3.9-3.11).
+#
+#   --plan     print the choices and the pip commands, then stop (installs nothing, no network)
+#   --dry-run  the plan, then pip's resolver report for that set (runs/requirements_report_BUILD.json),
+#              from a throwaway venv: needs the registry, installs nothing.
+#              scripts/check_gpu_requirements.sh runs it for the GPU set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$(pwd)
-PYTHON=${PYTHON:-python3.11}
-command -v "$PYTHON" >/dev/null || PYTHON=python3
 
+mode=${1:-install}
+case "$mode" in
+  install|--plan|--dry-run) ;;
+  *) echo "setup_env: unknown argument '$mode': use no argument, --plan or --dry-run" >&2; exit 2 ;;
+esac
+
+die() { echo "setup_env: $*" >&2; exit 1; }
+say() { echo "setup_env: $*" >&2; }
+
+# --- Which TensorFlow build ---------------------------------------------------------------------
+case "${LIEVAE_TF_BUILD:-}" in
+  cpu|gpu) build=$LIEVAE_TF_BUILD; why="LIEVAE_TF_BUILD=$build" ;;
+  "")
+    # A broken driver can make nvidia-smi hang; a GPU it cannot list is no GPU to build for.
+    gpus=0
+    if command -v nvidia-smi >/dev/null; then
+      gpus=$(timeout 30 nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true)
+    fi
+    if [ "$gpus" -gt 0 ]; then build=gpu; why="nvidia-smi -L lists $gpus GPU(s)"
+    else build=cpu; why="no GPU listed by nvidia-smi -L"; fi ;;
+  *) die "LIEVAE_TF_BUILD=$LIEVAE_TF_BUILD is neither cpu nor gpu: set one of them, or unset it to follow nvidia-smi." ;;
+esac
+requirements=requirements.txt
+[ "$build" = gpu ] && requirements=requirements-gpu.txt
+
+# --- Is .venv up to date? -------------------------------------------------------------------------
 stamp_inputs() {
   # Everything that decides what gets installed (bin/ scripts are copied at install time).
-  cat requirements.txt requirements-dlib.txt setup.py scripts/setup_env.sh
+  echo "tensorflow build: $build"
+  cat requirements.txt requirements-common.txt requirements-gpu.txt requirements-dlib.txt setup.py \
+    scripts/setup_env.sh
   find bin -name 'lievae_*' -type f | sort | xargs -r cat
 }
 want=$(stamp_inputs | sha256sum | cut -d' ' -f1)
 stamp=.venv/.lievae_env_stamp
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/python ]; then
+built=.venv/.lievae_tf_build  # the build installed in .venv (absent: made before the GPU build existed)
+if [ "$mode" = install ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/python ]; then
   exit 0
 fi
 
-echo "setup_env: building .venv (a few minutes the first time)" >&2
-if [ ! -x .venv/bin/python ]; then
-  "$PYTHON" -m venv .venv
+# --- Which interpreter ----------------------------------------------------------------------------
+python_version() {  # "3.11" for a working interpreter, nothing (and status 1) otherwise
+  timeout 30 "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null | tail -n1
+}
+supported() { case "$1" in 3.9|3.10|3.11) return 0 ;; *) return 1 ;; esac; }
+interpreters_on_path() {  # "python3 (3.13), python3.11 (3.11, supported), ...": each name once, first on PATH
+  local seen=" " out="" dir f name v
+  local IFS=:
+  for dir in $PATH; do
+    for f in "$dir"/python3 "$dir"/python3.[0-9]*; do
+      name=${f##*/}
+      [[ $name =~ ^python3(\.[0-9]+)?$ ]] && [ -x "$f" ] || continue
+      [[ $seen == *" $name "* ]] && continue
+      seen="$seen$name "
+      v=$(python_version "$f" || true)
+      supported "$v" && v="$v, supported"
+      out="$out${out:+, }$name (${v:-does not start})"
+    done
+  done
+  echo "${out:-none}"
+}
+
+# An existing .venv is kept if its interpreter is supported and it holds the chosen build.
+venv_action=create
+if [ -x .venv/bin/python ]; then
+  venv_version=$(python_version .venv/bin/python || true)
+  if ! supported "$venv_version"; then venv_action="recreate (its Python is ${venv_version:-broken})"
+  elif [ "$(cat "$built" 2>/dev/null || echo cpu)" != "$build" ]; then
+    venv_action="recreate (it holds the $(cat "$built" 2>/dev/null || echo cpu) build)"
+  elif [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then venv_action="up to date"
+  else venv_action=refresh; fi
 fi
-PIP=(.venv/bin/python -m pip install --disable-pip-version-check -q)
-"${PIP[@]}" -r requirements.txt
-"${PIP[@]}" --no-deps -r requirements-dlib.txt
-# With its extras' dependencies: pytest, and torch (the CPU build on local disk; the parity tests
-# and lievae_import_torch need it).
-"${PIP[@]}" -e ".[test,torch]"
+
+if [ "$venv_action" = refresh ] || [ "$venv_action" = "up to date" ]; then
+  python=.venv/bin/python
+  version=$venv_version
+else
+  if [ -n "${PYTHON:-}" ]; then
+    command -v "$PYTHON" >/dev/null || die "PYTHON=$PYTHON is not an interpreter on PATH or a path to one; interpreters on PATH: $(interpreters_on_path)."
+    python=$PYTHON
+  elif command -v python3.11 >/dev/null; then python=python3.11
+  else python=python3
+  fi
+  version=$(python_version "$python" || true)
+  if ! supported "$version"; then
+    die "$python (Python ${version:-?: it does not start}) cannot run this project: disentanglement_lib needs TensorFlow 2.15's TF1 APIs, and TF 2.15 supports Python 3.9-3.11 only. Get Python 3.11 (apt-get install python3.11 python3.11-venv, pyenv install 3.11, uv python install 3.11, or conda create -n py311 python=3.11) and rerun with PYTHON=/path/to/python3.11. Interpreters on PATH: $(interpreters_on_path)."
+  fi
+  if ! timeout 30 "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    die "Python $version ($python) has no venv/ensurepip, which .venv needs: install it (Debian/Ubuntu: apt-get install python$version-venv) or use another interpreter with PYTHON=..."
+  fi
+fi
+
+install_steps=(
+  "-r $requirements"
+  "--no-deps -r requirements-dlib.txt"
+  # With its extras' dependencies: pytest, and torch (the CPU build on local disk; the parity tests
+  # and lievae_import_torch need it); the build extra repeats TF's pin, so pip keeps what it has.
+  "-e .[test,torch,$build]"
+)
+
+if [ "$mode" != install ]; then
+  say "TensorFlow build: $build ($why; LIEVAE_TF_BUILD=cpu|gpu overrides)"
+  say "Python: $python ($version)"
+  say ".venv: $venv_action"
+  for step in "${install_steps[@]}"; do say "pip install $step"; done
+  say "stamp: $want"
+fi
+if [ "$mode" = --plan ]; then exit 0; fi
+
+if [ "$mode" = --dry-run ]; then
+  # A throwaway venv of the same interpreter, so the resolver starts from nothing, as .venv would.
+  scratch=$(mktemp -d)
+  trap 'rm -rf "$scratch"' EXIT
+  "$python" -m venv "$scratch/venv"
+  report=runs/requirements_report_$build.json
+  mkdir -p runs
+  # The project itself with its extras, as the last step installs it (dlib is --no-deps: nothing to resolve).
+  "$scratch/venv/bin/python" -m pip install --disable-pip-version-check -q --dry-run --ignore-installed \
+    --report "$report" -r "$requirements" ".[test,torch,$build]"
+  "$scratch/venv/bin/python" - "$report" <<'EOF' >&2
+import json, sys
+installs = json.load(open(sys.argv[1]))["install"]
+pins = {i["metadata"]["name"].lower(): i["metadata"]["version"] for i in installs}
+tf = {k: v for k, v in pins.items() if k.startswith("tensorflow") and k != "tensorflow-estimator"}
+cuda = sorted(f"{k}=={v}" for k, v in pins.items() if k.startswith("nvidia-"))
+print(f"setup_env: resolves: {len(pins)} packages; " + ", ".join(f"{k}=={v}" for k, v in sorted(tf.items())))
+print(f"setup_env: CUDA wheels: {', '.join(cuda) or 'none'}")
+print(f"setup_env: report: {sys.argv[1]}")
+EOF
+  exit 0
+fi
+
+say "building .venv with the TensorFlow $build build ($why; LIEVAE_TF_BUILD=cpu|gpu overrides); a few minutes the first time"
+case "$venv_action" in
+  create) "$python" -m venv .venv ;;
+  recreate*) "$python" -m venv --clear .venv ;;
+esac
+set -f  # each step is split into pip's arguments, and `.[test,...]` is no glob
+for step in "${install_steps[@]}"; do
+  # shellcheck disable=SC2086
+  .venv/bin/python -m pip install --disable-pip-version-check -q $step
+done
+set +f
+echo "$build" > "$built"
 # The .pth hook that makes the stock dlib_* commands work on Python 3.11 / TF 2.15.
 .venv/bin/python -c "import lievae_tf.compat as c; c.install_site_hook()"
 echo "$want" > "$stamp"
-echo "setup_env: .venv ready" >&2
+say ".venv ready"

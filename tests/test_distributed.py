@@ -118,6 +118,15 @@ def test_a_whole_mirrored_run_on_two_logical_cpus(tmp_path):
   assert out["replicas"] == 2
   assert out["finished"] and out["checkpoint"].endswith("ckpt-6")
   assert os.path.isfile(tmp_path / "run" / "results" / "latent_traversals.png")
+  # What trains, said once at the start and recorded in the results.
+  assert completed.stderr.splitlines().count(
+      "lievae_train: strategy mirrored, 2 replicas on CPU:0, CPU:1; "
+      "global batch 8 = 4 per replica") == 1, completed.stderr[-3000:]
+  with open(tmp_path / "run" / "results" / "json" / "train_results.json") as f:
+    results = json.load(f)
+  assert [results[k] for k in ("strategy", "num_replicas", "num_workers", "devices",
+                               "global_batch_size", "per_replica_batch_size")] == [
+      "mirrored", 2, 1, "CPU:0, CPU:1", 8, 4]
 
 
 def _free_ports(count):
@@ -162,6 +171,8 @@ def test_two_workers_keep_identical_weights_and_only_the_chief_writes(tmp_path):
         p.kill()
   for p, (_, err) in zip(processes, outputs):
     assert p.returncode == 0, err[-4000:]
+    assert ("lievae_train: strategy multi_worker, 2 replicas on 2 workers (this one: CPU:0); "
+            "global batch 8 = 4 per replica") in err.splitlines()
 
   weights = [np.load(tmp_path / f"weights_{i}.npz") for i in range(2)]
   assert len(weights[0].files) == len(weights[1].files) > 0
@@ -178,7 +189,10 @@ def test_two_workers_keep_identical_weights_and_only_the_chief_writes(tmp_path):
                       for f in files]
   assert written_by_other == []
   with open(chief / "results" / "json" / "train_results.json") as f:
-    assert json.load(f)["training_steps"] == 6
+    results = json.load(f)
+  assert results["training_steps"] == 6
+  assert [results[k] for k in ("strategy", "num_replicas", "num_workers", "devices")] == [
+      "multi_worker", 2, 2, "CPU:0"]
 
 
 @pytest.mark.parametrize("tf_config, words", [

@@ -1,6 +1,7 @@
 """Training, by job: `train` (the run: set-up -> fit -> finish, and gin parsing), `strategy`
-(devices and clusters), `checkpoints` (the model_dir, checkpoints, the finished marker),
-`callbacks` (what runs after every step) and `options` (`training.*`, `optimizer.*`)."""
+(devices and clusters), `devices` (what a run says it trains on), `checkpoints` (the model_dir,
+checkpoints, the finished marker), `callbacks` (what runs after every step) and `options`
+(`training.*`, `optimizer.*`)."""
 
 from lievae_tf.model_dir import CHECKPOINT_DIR
 from lievae_tf.model_dir import FINISHED_MARKER

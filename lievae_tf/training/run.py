@@ -25,6 +25,7 @@ from lievae_tf.errors import UserError
 from lievae_tf.interop import export
 from lievae_tf.training import callbacks as callbacks_lib
 from lievae_tf.training import checkpoints
+from lievae_tf.training import devices as devices_lib
 from lievae_tf.training import options as options_lib
 from lievae_tf.training import strategy as strategy_lib
 
@@ -120,6 +121,7 @@ class Run:
   started: float  # time.time() at set-up
   random_seed: int
   batch_size: int  # global
+  devices: dict  # what trains (devices_lib.report), recorded in the results
   ground_truth_data: object
   image_shape: list
   vae: tf.keras.Model
@@ -139,6 +141,7 @@ def set_up(model_dir, overwrite, model_class, random_seed, batch_size):
   if batch_size % replicas:
     raise UserError(f"model.batch_size = {batch_size} does not split evenly over {replicas} "
                     f"replicas: use a multiple of {replicas}.")
+  devices = devices_lib.announce(strategy, batch_size)
   chief = strategy_lib.is_chief(strategy)
   if chief:
     checkpoints.prepare_model_dir(model_dir, overwrite)
@@ -172,7 +175,7 @@ def set_up(model_dir, overwrite, model_class, random_seed, batch_size):
     logging.info("Resuming from %s at step %d.", restored, start_step)
     print(f"lievae_train: resuming from step {start_step} ({restored})", file=sys.stderr)
   return Run(model_dir=model_dir, options=options, strategy=strategy, chief=chief,
-             started=started, random_seed=random_seed, batch_size=batch_size,
+             started=started, random_seed=random_seed, batch_size=batch_size, devices=devices,
              ground_truth_data=ground_truth_data, image_shape=image_shape, vae=vae,
              manager=manager, write_dir=write_dir, start_step=start_step)
 
@@ -228,7 +231,8 @@ def finish(run, training_steps, eval_steps, train_seconds, final_training_terms)
   results_dict.update({f"eval_{k}": float(v) for k, v in evaluation.items()})
   results_dict.update(
       training_steps=training_steps, resumed_from_step=run.start_step,
-      images_per_second=(remaining * run.batch_size / train_seconds) if train_seconds else None)
+      images_per_second=(remaining * run.batch_size / train_seconds) if train_seconds else None,
+      **run.devices)
   with _op_determinism_off():
     export.export_tfhub(vae, run.image_shape, os.path.join(run.model_dir, "tfhub"))
   results_dict["elapsed_time"] = time.time() - run.started

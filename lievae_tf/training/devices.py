@@ -96,7 +96,7 @@ def invisible_gpu_warning():
   else:
     cause = ("TensorFlow's GPU build could not use them, most likely an NVIDIA driver too old for "
              "CUDA 12.2 (update it to 525.60.13 or newer) or a CUDA/cuDNN library it could not load "
-             "(TF's 'Cannot dlopen' lines above name it); see docs/gpu.md")
+             "(TF's log lines above say which); see docs/gpu.md")
   return (f"lievae_train: WARNING: nvidia-smi lists {len(listed)} GPU(s) ({models}) but TensorFlow "
           f"sees none, so this run trains on the CPU: {cause}.")
 

@@ -122,3 +122,26 @@ register(Metric("modularity", "modularity_score", ("modularity_explicitness", "d
 register(Metric("factor_leakage", "factor_leakage_mean", ("factor_leakage", "discretizer"),
                 own_config="factor_leakage.gin", module="lievae_tf.evaluation.factor_leakage",
                 small_bindings=("factor_leakage.num_train = 5000",)))
+
+# The paper code's protocol (lievae_tf/evaluation/paper_protocol.py): its sizes and definitions,
+# results named paper_<metric> so that both protocols sit in one aggregated JSON.
+_PAPER_MODULE = "lievae_tf.evaluation.paper_protocol"
+register(Metric("paper_factor_vae", "eval_accuracy", ("factor_vae_score", "prune_dims"),
+                own_config="paper_factor_vae.gin", protocol="paper",
+                small_bindings=("factor_vae_score.num_variance_estimate = 5000",
+                                "factor_vae_score.num_train = 1000",
+                                "factor_vae_score.num_eval = 500")))
+register(Metric("paper_beta_vae", "eval_accuracy", ("paper_beta_vae",),
+                own_config="paper_beta_vae.gin", protocol="paper", module=_PAPER_MODULE))
+register(Metric("paper_mig", "discrete_mig", ("paper_mig",), own_config="paper_mig.gin",
+                protocol="paper", module=_PAPER_MODULE))
+register(Metric("paper_sap", "SAP_score", ("sap_score",), own_config="paper_sap.gin",
+                protocol="paper"))
+register(Metric("paper_dci", "disentanglement", ("dci",), own_config="paper_dci.gin",
+                protocol="paper"))
+register(Metric("paper_modularity", "modularity_score", ("modularity_explicitness", "discretizer"),
+                own_config="paper_modularity.gin", protocol="paper"))
+register(Metric("paper_unsupervised", "mutual_info_score", ("unsupervised_metrics", "discretizer"),
+                own_config="paper_unsupervised.gin", protocol="paper"))
+register(Metric("paper_factor_leakage", "factor_leakage_mean", ("paper_factor_leakage",),
+                own_config="paper_factor_leakage.gin", protocol="paper", module=_PAPER_MODULE))

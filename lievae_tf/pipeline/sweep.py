@@ -24,7 +24,10 @@ from lievae_tf.errors import UserError
 
 
 Setting = collections.namedtuple("Setting", "name gin_configs bindings")
-Study = collections.namedtuple("Study", "description settings metrics")
+# small: the study scores with the registry's small sizes (also for the paper protocol's metrics).
+Study = collections.namedtuple("Study", "description settings metrics small", defaults=(False,))
+# Which metrics score a study: its own (dlib's configs), the paper code's protocol, or both.
+PROTOCOLS = ("dlib", "paper", "both")
 
 # The metrics of the paper's table, at dlib's sizes (registry: the paper protocol's own).
 PAPER_TABLE_METRICS = ("factor_vae", "mig", "sap", "dci")
@@ -58,7 +61,7 @@ STUDIES = {
         "CLG-VAE vs no_exp vs β-VAE, 1,000 steps at batch 64, small metric sizes: for the "
         "SYNTHETIC dSprites-format data of `lievae_make_data` (docs/comparison_synthetic.md).",
         tuple(Setting(s.name, s.gin_configs, _SHORT) for s in _models("dsprites")),
-        study_metrics(PAPER_TABLE_METRICS, small=True)),
+        study_metrics(PAPER_TABLE_METRICS, small=True), small=True),
 }
 
 
@@ -145,17 +148,36 @@ def evaluate_command(representation_dir, output_dir, metric, bindings):
   ] + [f"--gin_bindings={b}" for b in registry.bindings_for(entry, bindings)]
 
 
-def choose_metrics(study, metrics=None):
-  """The study's [(metric, bindings)], or `metrics` instead (with the study's bindings of each)."""
-  if not metrics:
-    return list(study.metrics)
-  registry.check_names(metrics)
-  known = dict(study.metrics)
-  return [(m, known.get(m, ())) for m in metrics]
+def _in_protocol(name, protocol):
+  """A metric named without `paper_` in the protocol: `mig` is `paper_mig` under 'paper' and both
+  under 'both' (those registered); a `paper_` name stays as it is."""
+  if name.startswith("paper_") or protocol == "dlib":
+    return [name]
+  paper = "paper_" + name
+  if protocol == "paper":
+    return [paper]
+  return [m for m in (name, paper) if m in registry.names()] or [name]
+
+
+def choose_metrics(study, metrics=None, protocol="dlib"):
+  """[(metric, bindings)]: the study's own metrics (protocol 'dlib'), every metric of the paper
+  code's protocol ('paper'), or both; or `metrics` in the protocol instead (see `_in_protocol`),
+  with the study's bindings of each (small sizes for a small study's paper metrics)."""
+  if protocol not in PROTOCOLS:
+    raise UserError(f"--protocol={protocol!r}: choose one of {', '.join(PROTOCOLS)}.")
+  if metrics:
+    names = [m for name in metrics for m in _in_protocol(name, protocol)]
+    registry.check_names(names)
+    known = dict(study.metrics + study_metrics(registry.names("paper"), small=study.small))
+    return [(m, known.get(m, ())) for m in names]
+  chosen = list(study.metrics) if protocol in ("dlib", "both") else []
+  if protocol in ("paper", "both"):
+    chosen += study_metrics(registry.names("paper"), small=study.small)
+  return chosen
 
 
 def expand(study, output_dir, seeds, settings=None, extra_bindings=(), metric_bindings=(),
-           metrics=None):
+           metrics=None, protocol="dlib"):
   chosen = list(study.settings)
   if settings:
     unknown = sorted(set(settings) - {s.name for s in chosen})
@@ -163,15 +185,18 @@ def expand(study, output_dir, seeds, settings=None, extra_bindings=(), metric_bi
       raise UserError(f"--settings: {unknown} not in this study; it has "
                       f"{[s.name for s in chosen]}.")
     chosen = [s for s in chosen if s.name in settings]
-  return [Run(output_dir, s, seed, choose_metrics(study, metrics), extra_bindings, metric_bindings)
+  chosen_metrics = choose_metrics(study, metrics, protocol)
+  return [Run(output_dir, s, seed, chosen_metrics, extra_bindings, metric_bindings)
           for s in chosen for seed in seeds]
 
 
-def aggregate_command(output_dir):
-  pattern = os.path.join(output_dir, "*", "seed*", "metrics", "*", "*", "results", "aggregate",
-                         "evaluation.json")
+def aggregate_command(output_dir, pattern=None, output_path=None):
+  """The stock `dlib_aggregate_results`: by default every evaluation of a sweep's runs."""
+  pattern = pattern or os.path.join(output_dir, "*", "seed*", "metrics", "*", "*", "results",
+                                    "aggregate", "evaluation.json")
+  output_path = output_path or os.path.join(output_dir, "results.json")
   return commands.console_command("dlib_aggregate_results") + [
-      f"--result_file_pattern={pattern}", f"--output_path={os.path.join(output_dir, 'results.json')}"]
+      f"--result_file_pattern={pattern}", f"--output_path={output_path}"]
 
 
 def print_commands(runs, output_dir, file=None):
@@ -228,7 +253,8 @@ def run_sweep(runs, output_dir, jobs=1, env=None):
 
 
 def evaluate_model(model_dir, metrics, metric_bindings=(), env=None):
-  """`lievae_evaluate`: postprocess (mean) and the given metrics on a trained model_dir."""
+  """`lievae_evaluate`: postprocess (mean) and the given metrics on a trained model_dir, then
+  every evaluation of it (both protocols' alike) aggregated into model_dir/metrics/results.json."""
   if not model_dir_lib.is_finished(model_dir):
     raise UserError(f"{model_dir} holds no finished model (results/aggregate/train.json is "
                     "missing): train it with lievae_train first.")
@@ -243,4 +269,10 @@ def evaluate_model(model_dir, metrics, metric_bindings=(), env=None):
     print(f"{step} ...", flush=True)
     commands.run_logged(command, env, os.path.join(run.log_dir, f"{step}.log"))
     print(f"{step} done in {time.time() - started:.0f} s", flush=True)
+  metrics_dir = os.path.join(run.model_dir, "metrics")
+  commands.run_logged(
+      aggregate_command(metrics_dir, os.path.join(metrics_dir, "*", "*", "results", "aggregate",
+                                                  "evaluation.json"),
+                        os.path.join(metrics_dir, "results.json")),
+      env, os.path.join(run.log_dir, "aggregate.log"))
   return run

@@ -269,8 +269,8 @@ def write_dlib_npz(h5_path, root=None, overwrite=False):
       raise UserError(f"{h5_path}: its labels do not form a full factor grid ({sizes}, "
                       f"{len(images)} images).")
     if sizes != FULL_FACTOR_SIZES:
-      print(f"warning: {h5_path} has factor sizes {sizes}; dlib's Shapes3D assumes "
-            f"{FULL_FACTOR_SIZES} and can only evaluate on the full grid.")
+      print(f"warning: {h5_path} has factor sizes {sizes}; dlib's own Shapes3D assumes "
+            f"{FULL_FACTOR_SIZES} (the lean one installed here reads the file's grid).")
     with synthetic.atomic_file(path) as tmp:
       # Stored, not deflated: the images barely compress and deflate would cost minutes.
       with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:

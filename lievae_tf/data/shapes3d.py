@@ -138,9 +138,10 @@ def _missing_files_error(h5_path, npz_path):
       f"3DShapes: found neither {h5_path} nor {npz_path} ({data.DATA_ENV}="
       f"{os.environ.get(data.DATA_ENV, '<unset>')!r}). Put DeepMind's public "
       f"{data.SHAPES3D_H5_FILENAME} (https://github.com/deepmind/3d-shapes) at the first path "
-      f"(enough for training and for dlib's steps), or dlib's npz at the second (`lievae_prepare_data "
-      f"shapes3d --h5=PATH` writes it from the h5); or set {data.DATA_ENV} to the directory that "
-      "holds 3dshapes/. A SYNTHETIC stand-in: `lievae_make_data --dataset=shapes3d`.")
+      "(enough for training and for dlib's steps), or dlib's npz at the second "
+      f"(`lievae_prepare_data shapes3d --h5=PATH` writes it from the h5); or set {data.DATA_ENV} "
+      "to the directory that holds 3dshapes/. A SYNTHETIC stand-in: "
+      "`lievae_make_data --dataset=shapes3d`.")
 
 
 def load_shapes3d_grid(npz_path):

@@ -6,6 +6,11 @@
    `tensorflow.contrib.framework` for `assign_from_checkpoint_fn`; TF 2 has no contrib: register a
    small module that restores with `tf.compat.v1.train.Saver`.
 
+3. dlib's `Shapes3D` converts the whole 3DShapes grid to float32 (~24 GB, 29.5 GB at peak): when
+   dlib's module is imported, its class is replaced by a subclass that holds uint8 and converts
+   each sampled batch as dlib converts the array, so observations (and scores) are bit-identical
+   (`lievae_tf.data.shapes3d.lean_dlib_shapes3d`).
+
 `apply()` runs when `lievae_tf` is imported and, through the `.pth` hook that `install_site_hook()`
 writes, at the start of every Python process of the environment, so that the unmodified `dlib_*`
 commands work. It must therefore stay cheap: no TensorFlow import at module import time.
@@ -51,14 +56,30 @@ def _register_contrib_framework():
   sys.modules["tensorflow.contrib.framework"] = framework
 
 
-class _RegisterMetricsAfterDlibEvaluate:
-  """Registers our own metrics with gin (`evaluation.registry.import_own_metrics`) right after
-  `disentanglement_lib.evaluation.evaluate` is imported: the stock `dlib_evaluate` then accepts
-  their gin configs, and no other process pays for the import."""
-  TARGET = "disentanglement_lib.evaluation.evaluate"
+def _register_own_metrics(unused_module):
+  # Our metrics' gin configurables, for the stock `dlib_evaluate`.
+  from lievae_tf.evaluation import registry  # pylint: disable=g-import-not-at-top
+  registry.import_own_metrics()
+
+
+def _use_lean_shapes3d(module):
+  # dlib's Shapes3D holds a float32 copy of the grid (~24 GB): hold uint8, bit-identical batches.
+  from lievae_tf.data import shapes3d  # pylint: disable=g-import-not-at-top
+  shapes3d.use_lean_dlib_shapes3d(module)
+
+
+# What runs right after a dlib module is imported; no other process pays for it.
+AFTER_IMPORT = {
+    "disentanglement_lib.evaluation.evaluate": _register_own_metrics,
+    "disentanglement_lib.data.ground_truth.shapes3d": _use_lean_shapes3d,
+}
+
+
+class _AfterDlibImports:
+  """An import hook that runs `AFTER_IMPORT[name](module)` once module `name` has executed."""
 
   def find_spec(self, name, path=None, target=None):
-    if name != self.TARGET:
+    if name not in AFTER_IMPORT:
       return None
     for finder in sys.meta_path:
       if finder is self or not hasattr(finder, "find_spec"):
@@ -73,23 +94,26 @@ class _RegisterMetricsAfterDlibEvaluate:
 
     def exec_module(module):
       original_exec(module)
-      from lievae_tf.evaluation import registry  # pylint: disable=g-import-not-at-top
-      registry.import_own_metrics()
+      AFTER_IMPORT[name](module)
 
     loader.exec_module = exec_module
     return spec
 
 
-def _register_metrics_lazily():
-  if not any(isinstance(f, _RegisterMetricsAfterDlibEvaluate) for f in sys.meta_path):
-    sys.meta_path.insert(0, _RegisterMetricsAfterDlibEvaluate())
+def _hook_dlib_imports():
+  if any(isinstance(f, _AfterDlibImports) for f in sys.meta_path):
+    return
+  sys.meta_path.insert(0, _AfterDlibImports())
+  for name, after_import in AFTER_IMPORT.items():
+    if name in sys.modules:  # imported before the hook existed
+      after_import(sys.modules[name])
 
 
 def apply():
-  """Installs both shims and the lazy metric registration; idempotent."""
+  """Installs both shims and the import hooks (our metrics, the lean Shapes3D); idempotent."""
   _alias_collections_abc()
   _register_contrib_framework()
-  _register_metrics_lazily()
+  _hook_dlib_imports()
 
 
 def install_site_hook(site_packages=None):

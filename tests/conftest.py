@@ -57,6 +57,28 @@ def trained_model_dir(tmp_path_factory):
   return model_dir
 
 
+SHAPES3D_GRID = (3, 2, 2, 2, 4, 3)  # 288 images
+
+
+@pytest.fixture(scope="session")
+def shapes3d_h5(tmp_path_factory):
+  """A tiny SYNTHETIC 3dshapes.h5, alone in its data root's `3dshapes/` (treat as read-only)."""
+  path = tmp_path_factory.mktemp("shapes3d_h5_root") / "3dshapes" / "3dshapes.h5"
+  return synthetic.write_synthetic_shapes3d_h5(str(path), SHAPES3D_GRID)
+
+
+@pytest.fixture(scope="session")
+def shapes3d_model_dir(shapes3d_h5, tmp_path_factory):
+  """A 3DShapes model trained from `shapes3d_h5` by the real `lievae_train` (read-only)."""
+  model_dir = str(tmp_path_factory.mktemp("trained_shapes3d") / "model")
+  result = command("lievae_train", *train_args(
+      model_dir, f"lievae_data.shapes3d_h5 = '{shapes3d_h5}'",
+      "LieGroupVAE.subgroup_sizes = [16]", "LieGroupVAE.subspace_sizes = [4]",
+      config="shapes3d.gin"))
+  assert result.returncode == 0, result.stderr[-3000:]
+  return model_dir
+
+
 _RUNS_COMMANDS = ("command(", "subprocess")
 
 

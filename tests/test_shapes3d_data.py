@@ -8,18 +8,17 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import command, train_args
+from conftest import SHAPES3D_GRID, command
 from lievae_tf.data import ground_truth as data_lib
 from lievae_tf.data import shapes3d
 from lievae_tf.data import synthetic
 
-GRID = (3, 2, 2, 2, 4, 3)  # 288 images
+GRID = SHAPES3D_GRID  # 288 images
 
 
 @pytest.fixture(scope="module")
-def h5_path(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("shapes3d") / "3dshapes.h5")
-  return synthetic.write_synthetic_shapes3d_h5(path, GRID)
+def h5_path(shapes3d_h5):
+  return shapes3d_h5
 
 
 def test_synthetic_h5_has_the_public_format_and_a_c_order_grid(h5_path):
@@ -79,17 +78,11 @@ def test_pipeline_holds_uint8_and_scales_each_batch(h5_path):
   assert observations.dtype == np.float32 and observations.max() <= 1.0
 
 
-def test_lievae_train_trains_from_the_h5(h5_path, tmp_path):
-  model_dir = str(tmp_path / "m")
-  result = command("lievae_train", *train_args(
-      model_dir, f"lievae_data.shapes3d_h5 = '{h5_path}'",
-      "LieGroupVAE.subgroup_sizes = [16]", "LieGroupVAE.subspace_sizes = [4]",
-      config="shapes3d.gin"))
-  assert result.returncode == 0, result.stderr[-3000:]
-  with open(os.path.join(model_dir, "results", "gin", "train.gin")) as f:
+def test_lievae_train_trains_from_the_h5(shapes3d_h5, shapes3d_model_dir):
+  with open(os.path.join(shapes3d_model_dir, "results", "gin", "train.gin")) as f:
     operative = f.read()
-  assert "dataset.name = 'shapes3d'" in operative and h5_path in operative
-  assert os.path.isfile(os.path.join(model_dir, "tfhub", "saved_model.pb"))
+  assert "dataset.name = 'shapes3d'" in operative and shapes3d_h5 in operative
+  assert os.path.isfile(os.path.join(shapes3d_model_dir, "tfhub", "saved_model.pb"))
 
 
 def test_an_h5_where_dlib_looks_is_used_without_a_binding(h5_path, tmp_path, monkeypatch):

@@ -164,8 +164,10 @@ def make_input_fn(ground_truth_data, global_batch_size, seed, start_step=0, orde
     if len(images) < global_batch_size:
       raise UserError(f"training.batch_order = 'epochs': the dataset has {len(images)} images, "
                       f"fewer than one batch (model.batch_size = {global_batch_size}).")
-  # uint8 0..255 grids (the 3dshapes.h5) are scaled per batch; dlib's own arrays are in [0, 1].
+  # uint8 0..255 grids are scaled per batch: the 3dshapes.h5 by its `pixel_scale`, dlib's
+  # Shapes3D (uint8 since `compat`) divided by 255 as dlib does. dlib's other arrays are in [0, 1].
   pixel_scale = getattr(ground_truth_data, "pixel_scale", None)
+  divide_by_255 = images is not None and images.dtype == np.uint8 and pixel_scale is None
 
   def input_fn(input_context=None):
     input_context = input_context or tf.distribute.InputContext()
@@ -202,6 +204,8 @@ def make_input_fn(ground_truth_data, global_batch_size, seed, start_step=0, orde
       batch_images = tf.cast(gather(step, replica), tf.float32)
       if pixel_scale is not None and images is not None:
         batch_images = batch_images * pixel_scale
+      elif divide_by_255:
+        batch_images = batch_images / 255.
       return tf.reshape(batch_images, [batch] + shape)
 
     return elements.map(to_images, num_parallel_calls=tf.data.AUTOTUNE).prefetch(

@@ -5,10 +5,15 @@
   it by `pixel_scale` (1/255) to float32 per batch.
 - Which file: `lievae_data.shapes3d_h5 = 'PATH'` in gin, or, when unset, with
   `dataset.name = 'shapes3d'`, `$DISENTANGLEMENT_LIB_DATA/3dshapes/3dshapes.h5` whenever it exists
-  (preferred to dlib's npz beside it, which would cost a 24 GB float32 copy). `dataset.name` stays 'shapes3d', so dlib's later steps (postprocess, evaluate)
-  resolve the dataset as usual; they read dlib's npz, which `write_dlib_npz` makes from the h5.
+  (preferred to dlib's npz beside it). `dataset.name` stays 'shapes3d', so dlib's later steps
+  (postprocess, evaluate) resolve the dataset as usual.
+- dlib's steps: `lean_dlib_shapes3d` is dlib's `Shapes3D` holding uint8 (from the h5 when it is
+  there, else from dlib's npz) and dividing each sampled batch by 255 as dlib divides its whole
+  array, so observations are bit-identical; `compat` puts it in place of dlib's class when dlib's
+  module is imported, so the stock `dlib_postprocess`/`dlib_evaluate` need 5.9 GB, not ~30.
 - `write_dlib_npz` streams: it reads the h5 in chunks and writes them into the npz's zip entries
-  behind a `.npy` header, so memory stays at one chunk; the file appears atomically.
+  behind a `.npy` header, so memory stays at one chunk; the file appears atomically. Nothing here
+  needs it any more; it is for other tools that read dlib's npz.
 """
 
 import os
@@ -97,6 +102,102 @@ def _load_from_h5(path):
   return images, labels
 
 
+def load_h5_grid(path):
+  """(uint8 images (N, 64, 64, 3), factor sizes) of an h5 whose labels form a full C-order grid."""
+  images, labels = _load_from_h5(path)
+  sizes = factor_sizes_of(labels)
+  if int(np.prod(sizes)) != len(images):
+    raise UserError(f"{path}: its labels do not form a full factor grid ({sizes}, "
+                    f"{len(images)} images). Use the public 3dshapes.h5 unchanged.")
+  return images, sizes
+
+
+def load_dlib_npz_grid(path):
+  """(uint8 images (N, 64, 64, 3), factor sizes) of dlib's npz, `images` (*sizes, 64, 64, 3).
+
+  np.load reads a zip member into one preallocated array in small chunks, so this holds the
+  uint8 images once; dlib's `.astype(np.float32)` copy is what is avoided.
+  """
+  try:
+    with np.load(path, encoding="latin1") as archive:
+      images = archive["images"]
+  except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+    raise UserError(f"{path} is not a readable 3DShapes npz ({type(e).__name__}: {e}). Replace "
+                    f"it, or remove it and put the public {data.SHAPES3D_H5_FILENAME} beside "
+                    "it.") from None
+  if images.dtype != np.uint8 or images.ndim != 9 or images.shape[6:] != (64, 64, 3):
+    raise UserError(f"{path}: `images` is {images.dtype} {images.shape}; dlib's 3DShapes npz "
+                    "holds uint8 (*factor_sizes, 64, 64, 3). Replace it, or remove it and put "
+                    f"the public {data.SHAPES3D_H5_FILENAME} beside it.")
+  sizes = tuple(int(s) for s in images.shape[:6])
+  return images.reshape((-1, 64, 64, 3)), sizes
+
+
+def _missing_files_error(h5_path, npz_path):
+  return UserError(
+      f"3DShapes: found neither {h5_path} nor {npz_path} ({data.DATA_ENV}="
+      f"{os.environ.get(data.DATA_ENV, '<unset>')!r}). Put DeepMind's public "
+      f"{data.SHAPES3D_H5_FILENAME} (https://github.com/deepmind/3d-shapes) at the first path "
+      "(enough for training and for dlib's steps), or dlib's npz at the second "
+      f"(`lievae_prepare_data shapes3d --h5=PATH` writes it from the h5); or set {data.DATA_ENV} "
+      "to the directory that holds 3dshapes/. A SYNTHETIC stand-in: "
+      "`lievae_make_data --dataset=shapes3d`.")
+
+
+def load_shapes3d_grid(npz_path):
+  """The uint8 grid for dlib's `Shapes3D`, whose npz is at `npz_path`: from the public h5 in
+  the same directory when it is there (no second copy needed), else from the npz.
+  Returns (images (N, 64, 64, 3) uint8, factor sizes, the path read)."""
+  h5_path = os.path.join(os.path.dirname(npz_path), data.SHAPES3D_H5_FILENAME)
+  if os.path.isfile(h5_path):
+    return load_h5_grid(h5_path) + (h5_path,)
+  if os.path.isfile(npz_path):
+    return load_dlib_npz_grid(npz_path) + (npz_path,)
+  raise _missing_files_error(h5_path, npz_path)
+
+
+def lean_dlib_shapes3d(dlib_shapes3d_module):
+  """dlib's `Shapes3D` (from `dlib_shapes3d_module`), holding the images as uint8.
+
+  The class keeps dlib's sampling: `sample_factors` is dlib's, and
+  `sample_observations_from_factors` runs dlib's own (same random draws, same index arithmetic)
+  on the uint8 grid, then converts the batch as dlib converts its whole array,
+  `.astype(np.float32) / 255.`: elementwise, hence bit-identical. The factor sizes are the file's
+  (dlib hard-codes the full grid, which the public file is), so smaller synthetic grids work too.
+  """
+  from disentanglement_lib.data.ground_truth import util  # pylint: disable=g-import-not-at-top
+  dlib_class = dlib_shapes3d_module.Shapes3D
+  if getattr(dlib_class, "dlib_class", None) is not None:
+    return dlib_class  # already the lean one
+
+  class Shapes3D(dlib_class):
+    """dlib's Shapes3D with uint8 images (see `lievae_tf.data.shapes3d.lean_dlib_shapes3d`)."""
+
+    def __init__(self):  # pylint: disable=super-init-not-called (dlib's loads the float32 copy)
+      images, sizes, self.data_file = load_shapes3d_grid(dlib_shapes3d_module.SHAPES3D_PATH)
+      # As dlib's __init__, with the grid read from the file.
+      self.images = images
+      self.factor_sizes = list(sizes)
+      self.latent_factor_indices = list(range(6))
+      self.num_total_factors = 6
+      self.state_space = util.SplitDiscreteStateSpace(self.factor_sizes,
+                                                      self.latent_factor_indices)
+      self.factor_bases = np.prod(self.factor_sizes) / np.cumprod(self.factor_sizes)
+
+    def sample_observations_from_factors(self, factors, random_state):
+      uint8_batch = super().sample_observations_from_factors(factors, random_state)
+      return uint8_batch.astype(np.float32) / 255.
+
+  Shapes3D.dlib_class = dlib_class
+  Shapes3D.__module__, Shapes3D.__qualname__ = __name__, "Shapes3D"
+  return Shapes3D
+
+
+def use_lean_dlib_shapes3d(dlib_shapes3d_module):
+  """Puts the lean class in place of dlib's (`named_data` looks it up at each call)."""
+  dlib_shapes3d_module.Shapes3D = lean_dlib_shapes3d(dlib_shapes3d_module)
+
+
 def _ground_truth_base():
   from disentanglement_lib.data.ground_truth import ground_truth_data  # pylint: disable=g-import-not-at-top
   return ground_truth_data.GroundTruthData
@@ -106,18 +207,14 @@ def load_h5_ground_truth_data(path):
   """A dlib `GroundTruthData` over the h5's images, held as uint8."""
   from disentanglement_lib.data.ground_truth import named_data, util  # pylint: disable=g-import-not-at-top,unused-import
   data.record_dataset_name("shapes3d")
-  images, labels = _load_from_h5(path)
-  sizes = factor_sizes_of(labels)
-  if int(np.prod(sizes)) != len(images):
-    raise UserError(f"{path}: its labels do not form a full factor grid ({sizes}, "
-                    f"{len(images)} images). Use the public 3dshapes.h5 unchanged.")
+  images, sizes = load_h5_grid(path)
 
   class Shapes3DH5(_ground_truth_base()):
     """3DShapes from the h5 in C order over the factors, as the public file is."""
     pixel_scale = 1.0 / 255.0  # the input pipeline scales each uint8 batch by this
 
     def __init__(self):
-      self.images, self.labels, self.factor_sizes = images, labels, list(sizes)
+      self.images, self.factor_sizes = images, list(sizes)
       self.state_space = util.SplitDiscreteStateSpace(self.factor_sizes, list(range(6)))
       self.factor_bases = np.prod(self.factor_sizes) // np.cumprod(self.factor_sizes)
 
@@ -173,8 +270,8 @@ def write_dlib_npz(h5_path, root=None, overwrite=False):
       raise UserError(f"{h5_path}: its labels do not form a full factor grid ({sizes}, "
                       f"{len(images)} images).")
     if sizes != FULL_FACTOR_SIZES:
-      print(f"warning: {h5_path} has factor sizes {sizes}; dlib's Shapes3D assumes "
-            f"{FULL_FACTOR_SIZES} and can only evaluate on the full grid.")
+      print(f"warning: {h5_path} has factor sizes {sizes}; dlib's own Shapes3D assumes "
+            f"{FULL_FACTOR_SIZES} (the lean one installed here reads the file's grid).")
     with synthetic.atomic_file(path) as tmp:
       # Stored, not deflated: the images barely compress and deflate would cost minutes.
       with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:

@@ -1,5 +1,6 @@
 """`lievae_train` as users run it: bad input is one clear line and loses nothing; resume."""
 
+import glob
 import hashlib
 import os
 import shutil
@@ -205,6 +206,64 @@ def test_killed_run_resumes_exactly(tmp_path):
   different = [name for name in reference
                if not np.array_equal(resumed[name], reference[name])]
   assert different == []
+
+
+def _wait_for_logged_step(process, model_dir, earlier_runs_events=(), timeout=300):
+  """Returns once this run has written TensorBoard scalars (it is past its first log step)."""
+  deadline = time.time() + timeout
+  while True:
+    events = set(glob.glob(os.path.join(model_dir, "logs", "train", "events.*")))
+    ours = events - set(earlier_runs_events)
+    if ours and os.path.getsize(ours.pop()) > 200:  # more than the file header
+      return
+    assert process.poll() is None and time.time() < deadline, "training was never seen"
+    time.sleep(0.05)
+
+
+def test_stop_signals_save_the_current_step_and_the_rerun_resumes_exactly(tmp_path):
+  """SIGTERM (a preempted VM) mid-run: a checkpoint at the step reached, a one-line message that
+  says how to resume, a non-zero exit; the re-run resumes from that very step; SIGINT (Ctrl-C) the
+  same; the final checkpoint equals an uninterrupted run's (op determinism on)."""
+  bindings = ("model.training_steps = 40", "training.checkpoint_every = 1000",
+              "training.log_every = 2", "training.deterministic = True")
+  model_dir = str(tmp_path / "preempted")
+  args = train_args(model_dir, *bindings)
+  checkpoint_dir = os.path.join(model_dir, "tf_checkpoint")
+  stopped_at = []
+  for stop_signal in (signal.SIGTERM, signal.SIGINT):
+    earlier_events = glob.glob(os.path.join(model_dir, "logs", "train", "events.*"))
+    process = subprocess.Popen([os.path.join(conftest.BIN, "lievae_train"), *args],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for_logged_step(process, model_dir, earlier_events)
+    sent = time.time()
+    process.send_signal(stop_signal)
+    _, stderr = process.communicate(timeout=60)
+    assert time.time() - sent < 10, "the checkpoint took too long"
+    result = subprocess.CompletedProcess(process.args, process.returncode, "", stderr)
+    message = _assert_clean_error(result, f"stopped by {stop_signal.name} at step",
+                                  "Re-run the same command to resume")
+    step = int(message.split(" at step ")[1].split(",")[0])
+    assert step < 40 and step > (stopped_at[-1] if stopped_at else 0), message
+    # The only checkpoint of the run (checkpoint_every is beyond the end) is the one the signal made.
+    assert tf.train.latest_checkpoint(checkpoint_dir) == os.path.join(checkpoint_dir,
+                                                                      f"ckpt-{step}")
+    assert f"ckpt-{step}" in message
+    assert not os.path.exists(os.path.join(model_dir, "results"))
+    if stopped_at:
+      assert f"resuming from step {stopped_at[-1]}" in stderr
+    stopped_at.append(step)
+
+  result = command("lievae_train", *args)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"resuming from step {stopped_at[-1]}" in result.stderr
+  reference_dir = str(tmp_path / "uninterrupted")
+  assert command("lievae_train", *train_args(reference_dir, *bindings)).returncode == 0
+  resumed = _checkpoint_values(os.path.join(checkpoint_dir, "ckpt-40"))
+  reference = _checkpoint_values(os.path.join(reference_dir, "tf_checkpoint", "ckpt-40"))
+  assert set(resumed) == set(reference)
+  # Everything but the number of saves (3 against 1) is identical.
+  different = [name for name in reference if not np.array_equal(resumed[name], reference[name])]
+  assert different == ["save_counter/.ATTRIBUTES/VARIABLE_VALUE"]
 
 
 def _copy_unfinished(trained_model_dir, destination):

@@ -193,22 +193,28 @@ def fit(run, training_steps):
   scalars = callbacks_lib.ScalarLogger(summary_writer, options["log_every"])
   progress = callbacks_lib.ProgressBar(training_steps, run.start_step, options["log_every"],
                                        run.batch_size)
-  callbacks = [callbacks_lib.StopOnNonFiniteLoss(), scalars,
-               callbacks_lib.PeriodicCheckpoint(run.manager, options["checkpoint_every"]),
-               progress]
-  if run.chief and options["image_every"]:
-    callbacks.append(visualize.ImageLogger(
-        summary_writer, options["image_every"],
-        visualize.sample_images(run.ground_truth_data, run.random_seed)))
   fit_started = time.time()
-  try:
-    run.vae.fit(dataset, epochs=1, steps_per_epoch=remaining, verbose=0, callbacks=callbacks)
-  finally:
-    progress.bar.close()  # before any error message, not after it
-  train_seconds = time.time() - fit_started
-  # The same decision on every worker: saving is a collective operation.
-  if training_steps % options["checkpoint_every"]:
-    checkpoints.save_checkpoint(run.manager, run.vae)
+  with callbacks_lib.stop_signals_caught() as stop_signal:
+    checkpoint_on_stop = callbacks_lib.CheckpointOnStopSignal(stop_signal, run.manager,
+                                                              strategy)
+    callbacks = [callbacks_lib.StopOnNonFiniteLoss(), scalars,
+                 callbacks_lib.PeriodicCheckpoint(run.manager, options["checkpoint_every"]),
+                 checkpoint_on_stop, progress]
+    if run.chief and options["image_every"]:
+      callbacks.append(visualize.ImageLogger(
+          summary_writer, options["image_every"],
+          visualize.sample_images(run.ground_truth_data, run.random_seed)))
+    try:
+      run.vae.fit(dataset, epochs=1, steps_per_epoch=remaining, verbose=0, callbacks=callbacks)
+    finally:
+      progress.bar.close()  # before any error message, not after it
+    train_seconds = time.time() - fit_started
+    # The same decision on every worker: saving is a collective operation.
+    if training_steps % options["checkpoint_every"]:
+      checkpoints.save_checkpoint(run.manager, run.vae)
+    # A signal after the last step's check still stops before the export.
+    if checkpoint_on_stop.any_worker(stop_signal.is_set()):
+      checkpoint_on_stop.stop()
   return train_seconds, scalars.last_logged
 
 

@@ -80,3 +80,24 @@ def sync_workers(strategy):
   """Returns once every worker got here (a collective all-reduce); no-op on one machine."""
   if getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)():
     strategy.reduce("SUM", strategy.run(tf.function(lambda: tf.constant(1.0))), axis=None)
+
+
+def in_multi_worker_mode(strategy):
+  return getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)()
+
+
+class AnyWorker:
+  """`any_worker(flag)`: whether `flag` is true on any worker (a collective all-reduce under
+  MultiWorkerMirroredStrategy, so every worker must call it at the same point); else `flag`."""
+
+  def __init__(self, strategy):
+    self.strategy = strategy
+    self.multi_worker = in_multi_worker_mode(strategy)
+    # One traced function for every call (a new one per call would retrace each step).
+    self.replica_value = tf.function(tf.identity)
+
+  def __call__(self, flag):
+    if not self.multi_worker:
+      return bool(flag)
+    value = self.strategy.run(self.replica_value, args=(tf.constant(1.0 if flag else 0.0),))
+    return float(self.strategy.reduce("MAX", value, axis=None)) > 0

@@ -274,6 +274,24 @@ def _copy_unfinished(trained_model_dir, destination):
   return str(destination)
 
 
+def test_resuming_with_changed_settings_is_refused_unless_allowed(trained_model_dir, tmp_path):
+  model_dir = _copy_unfinished(trained_model_dir, tmp_path / "m")
+  changed = ("LieGroupVAE.hy_hes = 20.0", "optimizer.learning_rate = 0.001",
+             "model.training_steps = 9", "training.log_every = 3")  # the last two may change
+  before = _snapshot(model_dir)
+  result = command("lievae_train", *train_args(model_dir, *changed))
+  message = _assert_clean_error(result, "LieGroupVAE.hy_hes: 40.0 -> 20.0",
+                                "optimizer.learning_rate: 0.0001 -> 0.001",
+                                "--allow_config_change", "--overwrite")
+  assert "training_steps" not in message and "log_every" not in message
+  assert _snapshot(model_dir) == before
+
+  result = command("lievae_train", *train_args(model_dir, *changed), "--allow_config_change")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "resuming from step 6" in result.stderr
+  assert tf.train.latest_checkpoint(os.path.join(model_dir, "tf_checkpoint")).endswith("ckpt-9")
+
+
 @pytest.mark.parametrize("damage", ["truncate"])  # "flip_bytes" passes too (crc32c); time
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(trained_model_dir, tmp_path,
                                                                   damage):

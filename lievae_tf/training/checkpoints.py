@@ -6,6 +6,7 @@ import shutil
 import sys
 
 from absl import logging
+import gin
 import numpy as np
 import tensorflow as tf
 
@@ -94,3 +95,56 @@ def save_checkpoint(manager, vae):
                     f"({manager.latest_checkpoint}) is kept. Lower the learning rate "
                     "(optimizer.learning_rate) or the loss weights, then re-run to resume.")
   manager.save(checkpoint_number=int(vae.optimizer.iterations.numpy()))
+
+
+# The operative gin config of the run that wrote the checkpoints, beside them.
+CONFIG_FILE = "operative_config.gin"
+
+
+def _may_change_on_resume(key):
+  """How long a run trains and how (checkpoints, logs, devices), but not what it trains."""
+  return key == "model.training_steps" or key.startswith("training.")
+
+
+def gin_bindings(config_text):
+  """{'scope/configurable.parameter': repr(value)} of a gin config text."""
+  parser = gin.config_parser.ConfigParser(config_text,
+                                          gin.config.ParserDelegate(skip_unknown=True))
+  bindings = {}
+  for statement in parser:
+    if isinstance(statement, gin.config_parser.BindingStatement):
+      scope = f"{statement.scope}/" if statement.scope else ""
+      bindings[f"{scope}{statement.selector}.{statement.arg_name}"] = repr(statement.value)
+  return bindings
+
+
+def check_config_unchanged(model_dir, allow_change, write):
+  """Refuses to resume `model_dir` under gin settings that differ from those it was started
+  with (other than model.training_steps and training.*), unless `allow_change`; then (if
+  `write`) records the operative config of this run for the next resume.
+
+  Call it once every configurable of the run has been called (gin records a configurable's
+  parameters when it is called).
+  """
+  path = os.path.join(model_dir, CHECKPOINT_DIR, CONFIG_FILE)
+  current_text = gin.operative_config_str()
+  if os.path.isfile(path):
+    with open(path) as f:
+      saved = gin_bindings(f.read())
+    current = gin_bindings(current_text)
+    changed = [f"{key}: {saved.get(key, '(unset)')} -> {current.get(key, '(unset)')}"
+               for key in sorted(set(saved) | set(current))
+               if saved.get(key) != current.get(key) and not _may_change_on_resume(key)]
+    if changed and not allow_change:
+      raise UserError(
+          f"{model_dir} was started with other gin settings; resuming it would mix two "
+          f"configurations. Changed: {'; '.join(changed)}. Re-run with the settings it was "
+          "started with (saved in " + path + "), pass --allow_config_change to resume with the "
+          "new ones, or --overwrite to start again from scratch.")
+    if changed:
+      logging.warning("Resuming %s with changed gin settings: %s", model_dir, "; ".join(changed))
+  if write:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+      f.write(current_text)
+    os.replace(path + ".tmp", path)

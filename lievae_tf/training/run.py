@@ -66,11 +66,16 @@ def _hide_gin_search_misses(record):
               record.getMessage().startswith("Path not found:"))
 
 
-def train_with_gin(model_dir, overwrite=False, gin_config_files=None, gin_bindings=None):
-  """Parses the gin configuration, trains, exports, clears the configuration; returns the model."""
+def train_with_gin(model_dir, overwrite=False, gin_config_files=None, gin_bindings=None,
+                   allow_config_change=False):
+  """Parses the gin configuration, trains, exports, clears the configuration; returns the model.
+
+  Resuming a model_dir under changed gin settings is refused unless `allow_config_change`
+  (see `checkpoints.check_config_unchanged`).
+  """
   parse_gin(gin_config_files or [], gin_bindings or [])
   try:
-    return train(model_dir, overwrite)
+    return train(model_dir, overwrite, allow_config_change=allow_config_change)
   except RuntimeError as e:
     if "Required bindings" in str(e):
       raise UserError(f"gin config: {e}; bind them in a gin file or with --gin_bindings.") from None
@@ -79,7 +84,7 @@ def train_with_gin(model_dir, overwrite=False, gin_config_files=None, gin_bindin
     gin.clear_config()
 
 
-@gin.configurable("model", denylist=["model_dir", "overwrite"])
+@gin.configurable("model", denylist=["model_dir", "overwrite", "allow_config_change"])
 def train(model_dir,
           overwrite=False,
           model=gin.REQUIRED,
@@ -88,7 +93,8 @@ def train(model_dir,
           batch_size=gin.REQUIRED,
           eval_steps=100,
           name="",
-          model_num=None):
+          model_num=None,
+          allow_config_change=False):
   """Trains `model` on `dataset.name` and exports it, as dlib's `train` does.
 
   Args:
@@ -100,12 +106,13 @@ def train(model_dir,
     batch_size: the global batch size (split over the replicas).
     eval_steps: batches of the final evaluation (z = mu) recorded in the results.
     name, model_num: unused; they name runs in the saved gin config, as in dlib.
+    allow_config_change: resume a model_dir even if its gin settings changed.
   """
   del name, model_num
   for key, value in (("training_steps", training_steps), ("batch_size", batch_size)):
     if not isinstance(value, int) or value < 1:
       raise UserError(f"model.{key} = {value!r} must be a positive integer.")
-  run = set_up(model_dir, overwrite, model, random_seed, batch_size)
+  run = set_up(model_dir, overwrite, model, random_seed, batch_size, allow_config_change)
   fit_result = fit(run, training_steps)
   return finish(run, training_steps, eval_steps, *fit_result)
 
@@ -128,7 +135,7 @@ class Run:
   start_step: int  # restored from a checkpoint, else 0
 
 
-def set_up(model_dir, overwrite, model_class, random_seed, batch_size):
+def set_up(model_dir, overwrite, model_class, random_seed, batch_size, allow_config_change=False):
   """Strategy, model_dir, data and the model, restored from the latest checkpoint if any."""
   options = options_lib.training_options()
   if options["deterministic"]:
@@ -159,6 +166,8 @@ def set_up(model_dir, overwrite, model_class, random_seed, batch_size):
     vae.compile(optimizer=options_lib.make_optimizer())
     vae.optimizer.build(vae.trainable_variables)
     checkpoint = tf.train.Checkpoint(model=vae, optimizer=vae.optimizer)
+    # Every configurable has been called by now. Every worker checks (they stop together).
+    checkpoints.check_config_unchanged(model_dir, allow_config_change, write=chief)
     # Every worker resumes from the chief's checkpoints (model_dir must be shared).
     restored = checkpoints.restore_latest(
         checkpoint, os.path.join(model_dir, checkpoints.CHECKPOINT_DIR))

@@ -22,6 +22,8 @@ def _assert_clean_error(result, *words):
   lines = [l for l in result.stderr.splitlines() if "lievae_train: error:" in l]
   assert len(lines) == 1, result.stderr[-3000:]
   message = result.stderr[result.stderr.index("lievae_train: error:"):]
+  # The whole message is one line, and the last line of the output.
+  assert "\n" not in message.rstrip("\n"), message
   for word in words:
     assert word in message, message
   return message
@@ -75,7 +77,7 @@ def test_malformed_data_file_is_named(tmp_path):
   np.savez(path, images=np.zeros((2, 64, 64), np.uint8))  # wrong keys
   env = dict(os.environ, DISENTANGLEMENT_LIB_DATA=str(tmp_path / "data"))
   result = command("lievae_train", *train_args(str(tmp_path / "m")), env=env)
-  _assert_clean_error(result, str(path), "not a valid data file")
+  _assert_clean_error(result, str(path), "not a valid data file", "imgs")  # the missing key
 
 
 @pytest.mark.parametrize("bindings, words", [
@@ -98,7 +100,7 @@ def test_gin_syntax_error_names_file_and_line(tmp_path):
   config = tmp_path / "broken.gin"
   config.write_text("model.training_steps = 5\nLieGroupVAE.hy_hes = = 2\n")
   result = command("lievae_train", f"--model_dir={tmp_path / 'm'}", f"--gin_config={config}")
-  _assert_clean_error(result, str(config), "2")
+  _assert_clean_error(result, str(config), "line 2", "hy_hes = = 2")
 
 
 def test_unwritable_model_dir_is_named(tmp_path):

@@ -50,7 +50,8 @@ def parse_gin(gin_config_files=(), gin_bindings=()):
     raise UserError(f"gin syntax error in {where}, line {e.lineno}: {e.msg}: "
                     f"{(e.text or '').strip()!r}") from None
   except (ValueError, KeyError) as e:
-    raise UserError(f"gin config: {e}\nCheck the spelling against the configurables of "
+    # gin's message spans lines (the binding, then where it is): one line here.
+    raise UserError(f"gin config: {' '.join(str(e).split())}. Check the spelling against the configurables of "
                     "gin_configs/*.gin (e.g. LieGroupVAE.hy_hes, model.training_steps, "
                     "dataset.name, training.checkpoint_every).") from None
   finally:
@@ -78,7 +79,7 @@ def train_with_gin(model_dir, overwrite=False, gin_config_files=None, gin_bindin
     return train(model_dir, overwrite, allow_config_change=allow_config_change)
   except RuntimeError as e:
     if "Required bindings" in str(e):
-      raise UserError(f"gin config: {e}; bind them in a gin file or with --gin_bindings.") from None
+      raise UserError(f"gin config: {' '.join(str(e).split())}; bind them in a gin file or with --gin_bindings.") from None
     raise
   finally:
     gin.clear_config()

@@ -294,7 +294,7 @@ def test_resuming_with_changed_settings_is_refused_unless_allowed(trained_model_
   assert tf.train.latest_checkpoint(os.path.join(model_dir, "tf_checkpoint")).endswith("ckpt-9")
 
 
-@pytest.mark.parametrize("damage", ["truncate"])  # "flip_bytes" passes too (crc32c); time
+@pytest.mark.parametrize("damage", ["truncate", "flip_bytes"])
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(trained_model_dir, tmp_path,
                                                                   damage):
   model_dir = _copy_unfinished(trained_model_dir, tmp_path / "m")

@@ -1,6 +1,7 @@
 """The model_dir: preparing it, checkpoints (where each worker saves, restoring the newest
 readable one, saving only finite weights) and the marker of a finished run."""
 
+import errno
 import os
 import shutil
 import sys
@@ -87,6 +88,21 @@ def restore_latest(checkpoint, checkpoint_dir):
   return None
 
 
+def one_line_reason(error):
+  """The first line of an OSError's or TF error's message (TF's own can run to many lines)."""
+  if isinstance(error, OSError) and error.strerror:
+    return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+  text = getattr(error, "message", None) or str(error)
+  lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+  # A graph error's first line is "Graph execution error:"; the disk's reason comes later.
+  disk_reasons = [os.strerror(code) for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS,
+                                                 errno.EIO, errno.EACCES)]
+  for line in lines:
+    if any(reason in line for reason in disk_reasons):
+      return line[:300]
+  return lines[0][:300] if lines else type(error).__name__
+
+
 def save_checkpoint(manager, vae):
   """Saves, unless the weights went non-finite (a checkpoint must always be a good one)."""
   bad = [w.name for w in vae.trainable_weights if not np.all(np.isfinite(w.numpy()))]
@@ -94,7 +110,23 @@ def save_checkpoint(manager, vae):
     raise UserError(f"training diverged: non-finite weights {bad[:3]}; the last checkpoint "
                     f"({manager.latest_checkpoint}) is kept. Lower the learning rate "
                     "(optimizer.learning_rate) or the loss weights, then re-run to resume.")
-  manager.save(checkpoint_number=int(vae.optimizer.iterations.numpy()))
+  step = int(vae.optimizer.iterations.numpy())
+  try:
+    manager.save(checkpoint_number=step)
+  except (tf.errors.OpError, OSError) as e:
+    # e.g. a full disk: the `checkpoint` state file still names the last complete checkpoint;
+    # the pieces of this one only take space.
+    prefix = os.path.join(manager.directory, f"ckpt-{step}")
+    for partial in tf.io.gfile.glob(prefix + ".*") + tf.io.gfile.glob(prefix + "_temp*"):
+      if tf.io.gfile.isdir(partial):
+        tf.io.gfile.rmtree(partial)
+      else:
+        tf.io.gfile.remove(partial)
+    raise UserError(
+        f"the checkpoint of step {step} could not be written in {manager.directory} "
+        f"({one_line_reason(e)}). The last good checkpoint ({manager.latest_checkpoint}) is "
+        "kept: make room (or fix the disk) and re-run the same command to resume from it."
+    ) from None
 
 
 # The operative gin config of the run that wrote the checkpoints, beside them.

@@ -245,13 +245,23 @@ def finish(run, training_steps, eval_steps, train_seconds, final_training_terms)
   results_dict.update(
       training_steps=training_steps, resumed_from_step=run.start_step,
       images_per_second=(remaining * run.batch_size / train_seconds) if train_seconds else None)
-  with _op_determinism_off():
-    export.export_tfhub(vae, run.image_shape, os.path.join(run.model_dir, "tfhub"))
-  results_dict["elapsed_time"] = time.time() - run.started
-  # Written last: its presence marks the model finished.
-  export.write_results(os.path.join(run.model_dir, "results"), results_dict,
-                       extra_files=visualize.result_images(vae, run.ground_truth_data,
-                                                           run.random_seed))
+  tfhub_dir = os.path.join(run.model_dir, "tfhub")
+  try:
+    with _op_determinism_off():
+      export.export_tfhub(vae, run.image_shape, tfhub_dir)
+    results_dict["elapsed_time"] = time.time() - run.started
+    # Written last: its presence marks the model finished.
+    export.write_results(os.path.join(run.model_dir, "results"), results_dict,
+                         extra_files=visualize.result_images(vae, run.ground_truth_data,
+                                                             run.random_seed))
+  except (tf.errors.OpError, OSError) as e:
+    # e.g. a full disk. Each output is renamed into place only when complete; a module without
+    # its results is removed too, so that nothing looks finished.
+    shutil.rmtree(tfhub_dir, ignore_errors=True)
+    raise UserError(
+        f"the export to {run.model_dir} failed ({checkpoints.one_line_reason(e)}); no tfhub/ or "
+        f"results/ was left. The last checkpoint ({run.manager.latest_checkpoint}) is kept: make "
+        "room (or fix the disk) and re-run the same command to export it.") from None
   return vae
 
 

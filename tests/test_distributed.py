@@ -5,9 +5,11 @@ ops of a worker must be configured before TF initialises."""
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -220,3 +222,109 @@ def test_malformed_tf_config_is_a_clear_error(tf_config, words):
   for word in words:
     assert word in str(error.value)
   assert "TF_CONFIG" in str(error.value)
+
+
+def _start_workers(model_dir, ports, bindings, indexes=(0, 1)):
+  """`lievae_train` as worker `index` of a localhost cluster, for each of `indexes`."""
+  cluster = {"worker": [f"localhost:{p}" for p in ports]}
+  processes = {}
+  for index in indexes:
+    env = dict(os.environ, TF_CONFIG=json.dumps(
+        {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+    processes[index] = subprocess.Popen(
+        [os.path.join(conftest.BIN, "lievae_train"), *conftest.train_args(model_dir, *bindings)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  return processes
+
+
+def _finish(processes, timeout=300):
+  try:
+    return {i: (p.wait(timeout=timeout), p.stderr.read()) for i, p in processes.items()}
+  finally:
+    for p in processes.values():
+      if p.poll() is None:
+        p.kill()
+
+
+def _latest_step(model_dir):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  latest = tf.train.latest_checkpoint(os.path.join(model_dir, "tf_checkpoint"))
+  return int(latest.rsplit("-", 1)[1]) if latest else 0
+
+
+def _wait_for_checkpoint_after(step, model_dir, processes, timeout=300):
+  deadline = time.time() + timeout
+  while _latest_step(model_dir) <= step:
+    assert all(p.poll() is None for p in processes.values()) and time.time() < deadline, (
+        "no checkpoint was written")
+    time.sleep(0.05)
+  return _latest_step(model_dir)
+
+
+def _one_line_error(stderr):
+  """The error message of a failed `lievae_train`: one line, the last."""
+  message = stderr.rstrip().splitlines()[-1]
+  assert message.startswith("lievae_train: error: ") and "Traceback" not in stderr, stderr[-3000:]
+  return message
+
+
+def _model_weights(checkpoint_path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  reader = tf.train.load_checkpoint(checkpoint_path)
+  return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+          if name.startswith("model/") and "trackers" not in name}
+
+
+def test_shared_model_dir_survives_preemption_and_a_lost_worker(tmp_path):
+  """Two workers on one shared model_dir. SIGTERM to one: both save the same step and stop.
+  Re-run; SIGKILL of worker 1: worker 0 stops within seconds with one line naming it. Re-run
+  both: they resume from the chief's checkpoint and end with the weights of a one-device run of
+  the same global batch and steps."""
+  model_dir = str(tmp_path / "shared")
+  bindings = ["model.training_steps = 24", "training.checkpoint_every = 3",
+                          "training.log_every = 1000", "training.image_every = 0",
+                          "training.strategy = 'multi_worker'"]
+  ports = _free_ports(2)
+
+  processes = _start_workers(model_dir, ports, bindings)
+  _wait_for_checkpoint_after(0, model_dir, processes)
+  processes[1].send_signal(signal.SIGTERM)  # only one VM is preempted
+  outcome = _finish(processes, timeout=120)
+  messages = {i: _one_line_error(err) for i, (_, err) in outcome.items()}
+  assert all(code != 0 for code, _ in outcome.values())
+  steps = {i: int(m.split(" at step ")[1].split(",")[0]) for i, m in messages.items()}
+  assert steps[0] == steps[1] and 3 <= steps[0] < 24, messages
+  assert "stopped by SIGTERM" in messages[1] and "Re-run the same command" in messages[0]
+  preempted_at = steps[0]
+  assert _latest_step(model_dir) == preempted_at
+
+  processes = _start_workers(model_dir, ports, bindings)
+  _wait_for_checkpoint_after(preempted_at, model_dir, processes)
+  processes[1].send_signal(signal.SIGKILL)
+  killed = time.time()
+  outcome = _finish({0: processes[0]}, timeout=120)
+  assert time.time() - killed < 60
+  code, stderr = outcome[0]
+  message = _one_line_error(stderr)
+  assert code != 0 and "lost contact with worker 1" in message, message
+  assert "Re-run every worker" in message
+  resume_from = _latest_step(model_dir)
+  assert preempted_at < resume_from < 24
+
+  processes = _start_workers(model_dir, ports, bindings)
+  for code, stderr in _finish(processes).values():
+    assert code == 0, stderr[-3000:]
+    assert f"resuming from step {resume_from}" in stderr
+  assert _latest_step(model_dir) == 24
+  assert os.path.isfile(os.path.join(model_dir, "results", "aggregate", "train.json"))
+
+  one_device_dir = str(tmp_path / "one_device")
+  one_device = conftest.command("lievae_train", *conftest.train_args(
+      one_device_dir, *bindings[:-1], "training.strategy = 'default'"))
+  assert one_device.returncode == 0, one_device.stderr[-3000:]
+  workers = _model_weights(os.path.join(model_dir, "tf_checkpoint", "ckpt-24"))
+  single = _model_weights(os.path.join(one_device_dir, "tf_checkpoint", "ckpt-24"))
+  assert set(workers) == set(single) and len(single) > 10
+  for name in single:
+    # Float summation order differs (two workers sum two half-batch gradients).
+    np.testing.assert_allclose(workers[name], single[name], rtol=1e-3, atol=1e-5, err_msg=name)

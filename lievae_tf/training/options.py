@@ -8,7 +8,7 @@ from lievae_tf.errors import UserError
 
 @gin.configurable("training")
 def training_options(checkpoint_every=1000, keep_checkpoints=3, log_every=100, strategy="auto",
-                     deterministic=False, image_every=1000):
+                     deterministic=False, image_every=1000, collective_timeout=600):
   """How training runs, as opposed to what it trains.
 
   Args:
@@ -22,6 +22,9 @@ def training_options(checkpoint_every=1000, keep_checkpoints=3, log_every=100, s
       weights bit for bit; may be slower.
     image_every: steps between TensorBoard images (reconstructions and latent traversals), also
       drawn at the last step; 0 turns them off.
+    collective_timeout: under 'multi_worker', seconds a worker waits in one collective operation
+      (a step's gradient all-reduce, a checkpoint) before it gives up on the others with an
+      error; 0 waits forever. (A worker that dies is noticed sooner, by TF's heartbeats.)
   """
   for name, value in (("checkpoint_every", checkpoint_every), ("keep_checkpoints",
                                                                 keep_checkpoints),
@@ -31,7 +34,11 @@ def training_options(checkpoint_every=1000, keep_checkpoints=3, log_every=100, s
   if not isinstance(image_every, int) or image_every < 0:
     raise UserError(f"training.image_every = {image_every!r} must be a positive integer "
                     "(or 0 for no images).")
-  return dict(checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
+  if (not isinstance(collective_timeout, (int, float)) or isinstance(collective_timeout, bool)
+      or collective_timeout < 0):
+    raise UserError(f"training.collective_timeout = {collective_timeout!r} must be a number of "
+                    "seconds (0: wait forever).")
+  return dict(collective_timeout=float(collective_timeout), checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
               log_every=log_every, strategy=strategy, deterministic=bool(deterministic),
               image_every=image_every)
 

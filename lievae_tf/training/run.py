@@ -113,9 +113,16 @@ def train(model_dir,
   for key, value in (("training_steps", training_steps), ("batch_size", batch_size)):
     if not isinstance(value, int) or value < 1:
       raise UserError(f"model.{key} = {value!r} must be a positive integer.")
-  run = set_up(model_dir, overwrite, model, random_seed, batch_size, allow_config_change)
-  fit_result = fit(run, training_steps)
-  return finish(run, training_steps, eval_steps, *fit_result)
+  try:
+    run = set_up(model_dir, overwrite, model, random_seed, batch_size, allow_config_change)
+    fit_result = fit(run, training_steps)
+    return finish(run, training_steps, eval_steps, *fit_result)
+  except strategy_lib.PEER_FAILURES as e:
+    if not os.environ.get("TF_CONFIG", "").strip():
+      raise
+    raise strategy_lib.lost_worker_error(
+        e, options_lib.training_options()["collective_timeout"],
+        os.path.join(model_dir, checkpoints.CHECKPOINT_DIR)) from None
 
 
 @dataclasses.dataclass
@@ -142,7 +149,7 @@ def set_up(model_dir, overwrite, model_class, random_seed, batch_size, allow_con
   if options["deterministic"]:
     tf.config.experimental.enable_op_determinism()
   # The strategy comes first: MultiWorkerMirroredStrategy must start before any other TF op.
-  strategy = strategy_lib.make_strategy(options["strategy"])
+  strategy = strategy_lib.make_strategy(options["strategy"], options["collective_timeout"])
   replicas = strategy.num_replicas_in_sync
   if batch_size % replicas:
     raise UserError(f"model.batch_size = {batch_size} does not split evenly over {replicas} "

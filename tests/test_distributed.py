@@ -197,7 +197,7 @@ def test_two_workers_keep_identical_weights_and_only_the_chief_writes(tmp_path):
   assert (chief / "tfhub" / "saved_model.pb").is_file()
   assert sorted(os.listdir(chief / "tf_checkpoint")) == [
       "checkpoint", "ckpt-3.data-00000-of-00001", "ckpt-3.index", "ckpt-6.data-00000-of-00001",
-      "ckpt-6.index"]
+      "ckpt-6.index", "operative_config.gin"]
   written_by_other = [os.path.join(root, f) for root, _, files in os.walk(tmp_path / "model_1")
                       for f in files]
   assert written_by_other == []

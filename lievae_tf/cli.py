@@ -22,6 +22,9 @@ def run(main):
     except UserError as e:
       # gin appends "In call to configurable ..." to exceptions raised under a configurable.
       message = re.sub(r"\n\s*In call to configurable .*", "", str(e))
+      # One line, whatever a message quotes (e.g. a multi-line library error): log collectors
+      # and schedulers show the last line of a failed job.
+      message = " ".join(line.strip() for line in message.splitlines() if line.strip())
       print(f"{os.path.basename(sys.argv[0])}: error: {message}", file=sys.stderr)
       sys.exit(1)
 

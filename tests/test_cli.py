@@ -1,5 +1,6 @@
 """`lievae_train` as users run it: bad input is one clear line and loses nothing; resume."""
 
+import glob
 import hashlib
 import os
 import shutil
@@ -21,6 +22,8 @@ def _assert_clean_error(result, *words):
   lines = [l for l in result.stderr.splitlines() if "lievae_train: error:" in l]
   assert len(lines) == 1, result.stderr[-3000:]
   message = result.stderr[result.stderr.index("lievae_train: error:"):]
+  # The whole message is one line, and the last line of the output.
+  assert "\n" not in message.rstrip("\n"), message
   for word in words:
     assert word in message, message
   return message
@@ -74,7 +77,7 @@ def test_malformed_data_file_is_named(tmp_path):
   np.savez(path, images=np.zeros((2, 64, 64), np.uint8))  # wrong keys
   env = dict(os.environ, DISENTANGLEMENT_LIB_DATA=str(tmp_path / "data"))
   result = command("lievae_train", *train_args(str(tmp_path / "m")), env=env)
-  _assert_clean_error(result, str(path), "not a valid data file")
+  _assert_clean_error(result, str(path), "not a valid data file", "imgs")  # the missing key
 
 
 @pytest.mark.parametrize("bindings, words", [
@@ -97,7 +100,7 @@ def test_gin_syntax_error_names_file_and_line(tmp_path):
   config = tmp_path / "broken.gin"
   config.write_text("model.training_steps = 5\nLieGroupVAE.hy_hes = = 2\n")
   result = command("lievae_train", f"--model_dir={tmp_path / 'm'}", f"--gin_config={config}")
-  _assert_clean_error(result, str(config), "2")
+  _assert_clean_error(result, str(config), "line 2", "hy_hes = = 2")
 
 
 def test_unwritable_model_dir_is_named(tmp_path):
@@ -207,6 +210,64 @@ def test_killed_run_resumes_exactly(tmp_path):
   assert different == []
 
 
+def _wait_for_logged_step(process, model_dir, earlier_runs_events=(), timeout=300):
+  """Returns once this run has written TensorBoard scalars (it is past its first log step)."""
+  deadline = time.time() + timeout
+  while True:
+    events = set(glob.glob(os.path.join(model_dir, "logs", "train", "events.*")))
+    ours = events - set(earlier_runs_events)
+    if ours and os.path.getsize(ours.pop()) > 200:  # more than the file header
+      return
+    assert process.poll() is None and time.time() < deadline, "training was never seen"
+    time.sleep(0.05)
+
+
+def test_stop_signals_save_the_current_step_and_the_rerun_resumes_exactly(tmp_path):
+  """SIGTERM (a preempted VM) mid-run: a checkpoint at the step reached, a one-line message that
+  says how to resume, a non-zero exit; the re-run resumes from that very step; SIGINT (Ctrl-C) the
+  same; the final checkpoint equals an uninterrupted run's (op determinism on)."""
+  bindings = ("model.training_steps = 40", "training.checkpoint_every = 1000",
+              "training.log_every = 2", "training.deterministic = True")
+  model_dir = str(tmp_path / "preempted")
+  args = train_args(model_dir, *bindings)
+  checkpoint_dir = os.path.join(model_dir, "tf_checkpoint")
+  stopped_at = []
+  for stop_signal in (signal.SIGTERM, signal.SIGINT):
+    earlier_events = glob.glob(os.path.join(model_dir, "logs", "train", "events.*"))
+    process = subprocess.Popen([os.path.join(conftest.BIN, "lievae_train"), *args],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for_logged_step(process, model_dir, earlier_events)
+    sent = time.time()
+    process.send_signal(stop_signal)
+    _, stderr = process.communicate(timeout=60)
+    assert time.time() - sent < 10, "the checkpoint took too long"
+    result = subprocess.CompletedProcess(process.args, process.returncode, "", stderr)
+    message = _assert_clean_error(result, f"stopped by {stop_signal.name} at step",
+                                  "Re-run the same command to resume")
+    step = int(message.split(" at step ")[1].split(",")[0])
+    assert step < 40 and step > (stopped_at[-1] if stopped_at else 0), message
+    # The only checkpoint of the run (checkpoint_every is beyond the end) is the one the signal made.
+    assert tf.train.latest_checkpoint(checkpoint_dir) == os.path.join(checkpoint_dir,
+                                                                      f"ckpt-{step}")
+    assert f"ckpt-{step}" in message
+    assert not os.path.exists(os.path.join(model_dir, "results"))
+    if stopped_at:
+      assert f"resuming from step {stopped_at[-1]}" in stderr
+    stopped_at.append(step)
+
+  result = command("lievae_train", *args)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"resuming from step {stopped_at[-1]}" in result.stderr
+  reference_dir = str(tmp_path / "uninterrupted")
+  assert command("lievae_train", *train_args(reference_dir, *bindings)).returncode == 0
+  resumed = _checkpoint_values(os.path.join(checkpoint_dir, "ckpt-40"))
+  reference = _checkpoint_values(os.path.join(reference_dir, "tf_checkpoint", "ckpt-40"))
+  assert set(resumed) == set(reference)
+  # Everything but the number of saves (3 against 1) is identical.
+  different = [name for name in reference if not np.array_equal(resumed[name], reference[name])]
+  assert different == ["save_counter/.ATTRIBUTES/VARIABLE_VALUE"]
+
+
 def _copy_unfinished(trained_model_dir, destination):
   """A copy of a trained model_dir without its export: what a run killed while exporting leaves."""
   shutil.copytree(trained_model_dir, destination)
@@ -215,7 +276,25 @@ def _copy_unfinished(trained_model_dir, destination):
   return str(destination)
 
 
-@pytest.mark.parametrize("damage", ["truncate"])  # "flip_bytes" passes too (crc32c); time
+def test_resuming_with_changed_settings_is_refused_unless_allowed(trained_model_dir, tmp_path):
+  model_dir = _copy_unfinished(trained_model_dir, tmp_path / "m")
+  changed = ("LieGroupVAE.hy_hes = 20.0", "optimizer.learning_rate = 0.001",
+             "model.training_steps = 9", "training.log_every = 3")  # the last two may change
+  before = _snapshot(model_dir)
+  result = command("lievae_train", *train_args(model_dir, *changed))
+  message = _assert_clean_error(result, "LieGroupVAE.hy_hes: 40.0 -> 20.0",
+                                "optimizer.learning_rate: 0.0001 -> 0.001",
+                                "--allow_config_change", "--overwrite")
+  assert "training_steps" not in message and "log_every" not in message
+  assert _snapshot(model_dir) == before
+
+  result = command("lievae_train", *train_args(model_dir, *changed), "--allow_config_change")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "resuming from step 6" in result.stderr
+  assert tf.train.latest_checkpoint(os.path.join(model_dir, "tf_checkpoint")).endswith("ckpt-9")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip_bytes"])
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(trained_model_dir, tmp_path,
                                                                   damage):
   model_dir = _copy_unfinished(trained_model_dir, tmp_path / "m")

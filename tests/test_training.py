@@ -129,6 +129,25 @@ def test_shuffled_epochs_need_a_dataset_held_in_memory_and_at_least_one_batch():
     gin.clear_config()
 
 
+def test_two_input_pipelines_together_read_the_global_batch():
+  """Two workers (one input pipeline each), two replicas each: worker w draws the batches of its
+  replicas 2w and 2w+1, and the four slices together are exactly the one-device batch."""
+  data = _dsprites()
+  single = _elements(data_lib.make_input_fn(data, 16, seed=5, start_step=3), 2)
+  per_worker = []
+  for pipeline in range(2):
+    context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline,
+                                         num_replicas_in_sync=4)
+    per_worker.append(_elements(data_lib.make_input_fn(data, 16, seed=5, start_step=3), 4,
+                                context))
+  assert per_worker[0][0].shape == (4, 64, 64, 1)
+  for step in range(2):
+    # Each pipeline yields its replicas' batches in turn, step after step.
+    replicas = [per_worker[w][2 * step + r] for w in range(2) for r in range(2)]
+    np.testing.assert_array_equal(np.concatenate(replicas), single[step])
+  assert not np.array_equal(per_worker[0][0], per_worker[1][0])
+
+
 def test_datasets_without_an_image_grid_use_their_own_sampler():
   import gin  # pylint: disable=g-import-not-at-top
   gin.bind_parameter("dataset.name", "noisy_dsprites")

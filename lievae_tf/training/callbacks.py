@@ -1,15 +1,20 @@
 """The Keras callbacks of a run: stop on a non-finite loss, TensorBoard scalars, periodic
-checkpoints and the progress bar."""
+checkpoints, a checkpoint on SIGTERM / SIGINT (preemption) and the progress bar."""
 
+import contextlib
 import math
+import signal
 import sys
+import threading
 import time
 
+from absl import logging
 import tensorflow as tf
 import tqdm
 
 from lievae_tf.errors import UserError
 from lievae_tf.training import checkpoints
+from lievae_tf.training import strategy as strategy_lib
 
 
 class StopOnNonFiniteLoss(tf.keras.callbacks.Callback):
@@ -86,3 +91,63 @@ class ProgressBar(tf.keras.callbacks.Callback):
       self.bar.set_postfix(loss=f"{float(logs['loss']):.2f}", img_s=f"{images_per_second:.0f}",
                            refresh=False)
       self.window_start = (time.time(), batch)
+
+
+class Preempted(UserError):
+  """Training stopped on a signal after saving a checkpoint; re-running resumes from it."""
+
+
+@contextlib.contextmanager
+def stop_signals_caught():
+  """Within: SIGTERM and SIGINT set the yielded Event instead of killing the process, so that
+  training can save the current step first. A second SIGINT interrupts at once (Ctrl-C twice).
+  Only the main thread can take signals; elsewhere the Event is never set."""
+  received = threading.Event()
+  if threading.current_thread() is not threading.main_thread():
+    yield received
+    return
+
+  def on_signal(signum, frame):
+    del frame
+    if received.is_set() and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    received.signal_name = signal.Signals(signum).name
+    received.set()
+
+  previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    yield received
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+
+
+class CheckpointOnStopSignal(tf.keras.callbacks.Callback):
+  """After the step during which a stop signal came (to any worker): every worker saves a
+  checkpoint at that step, then training stops with `Preempted`.
+
+  Under MultiWorkerMirroredStrategy the workers agree on the step with one scalar all-reduce per
+  step: a preempted VM signals only its own process, and a save is collective.
+  """
+
+  def __init__(self, received, manager, strategy):
+    super().__init__()
+    self._supports_tf_logs = True
+    self.received, self.manager = received, manager
+    self.any_worker = strategy_lib.AnyWorker(strategy)
+
+  def on_train_batch_end(self, batch, logs=None):
+    if self.any_worker(self.received.is_set()):
+      self.model.stop_training = True
+      self.stop()
+
+  def stop(self):
+    step = int(self.model.optimizer.iterations.numpy())
+    signal_name = getattr(self.received, "signal_name", "a stop signal")
+    latest = self.manager.latest_checkpoint
+    if not (latest and latest.endswith(f"ckpt-{step}")):  # not already saved at this step
+      checkpoints.save_checkpoint(self.manager, self.model)
+    path = self.manager.latest_checkpoint
+    logging.info("%s: saved checkpoint %s at step %d.", signal_name, path, step)
+    raise Preempted(f"stopped by {signal_name} at step {step}, after saving the checkpoint "
+                    f"{path}. Re-run the same command to resume from step {step}.")

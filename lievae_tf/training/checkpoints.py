@@ -1,11 +1,13 @@
 """The model_dir: preparing it, checkpoints (where each worker saves, restoring the newest
 readable one, saving only finite weights) and the marker of a finished run."""
 
+import errno
 import os
 import shutil
 import sys
 
 from absl import logging
+import gin
 import numpy as np
 import tensorflow as tf
 
@@ -86,6 +88,21 @@ def restore_latest(checkpoint, checkpoint_dir):
   return None
 
 
+def one_line_reason(error):
+  """The first line of an OSError's or TF error's message (TF's own can run to many lines)."""
+  if isinstance(error, OSError) and error.strerror:
+    return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+  text = getattr(error, "message", None) or str(error)
+  lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+  # A graph error's first line is "Graph execution error:"; the disk's reason comes later.
+  disk_reasons = [os.strerror(code) for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS,
+                                                 errno.EIO, errno.EACCES)]
+  for line in lines:
+    if any(reason in line for reason in disk_reasons):
+      return line[:300]
+  return lines[0][:300] if lines else type(error).__name__
+
+
 def save_checkpoint(manager, vae):
   """Saves, unless the weights went non-finite (a checkpoint must always be a good one)."""
   bad = [w.name for w in vae.trainable_weights if not np.all(np.isfinite(w.numpy()))]
@@ -93,4 +110,73 @@ def save_checkpoint(manager, vae):
     raise UserError(f"training diverged: non-finite weights {bad[:3]}; the last checkpoint "
                     f"({manager.latest_checkpoint}) is kept. Lower the learning rate "
                     "(optimizer.learning_rate) or the loss weights, then re-run to resume.")
-  manager.save(checkpoint_number=int(vae.optimizer.iterations.numpy()))
+  step = int(vae.optimizer.iterations.numpy())
+  try:
+    manager.save(checkpoint_number=step)
+  except (tf.errors.OpError, OSError) as e:
+    # e.g. a full disk: the `checkpoint` state file still names the last complete checkpoint;
+    # the pieces of this one only take space.
+    prefix = os.path.join(manager.directory, f"ckpt-{step}")
+    for partial in tf.io.gfile.glob(prefix + ".*") + tf.io.gfile.glob(prefix + "_temp*"):
+      if tf.io.gfile.isdir(partial):
+        tf.io.gfile.rmtree(partial)
+      else:
+        tf.io.gfile.remove(partial)
+    raise UserError(
+        f"the checkpoint of step {step} could not be written in {manager.directory} "
+        f"({one_line_reason(e)}). The last good checkpoint ({manager.latest_checkpoint}) is "
+        "kept: make room (or fix the disk) and re-run the same command to resume from it."
+    ) from None
+
+
+# The operative gin config of the run that wrote the checkpoints, beside them.
+CONFIG_FILE = "operative_config.gin"
+
+
+def _may_change_on_resume(key):
+  """How long a run trains and how (checkpoints, logs, devices), but not what it trains."""
+  return key == "model.training_steps" or key.startswith("training.")
+
+
+def gin_bindings(config_text):
+  """{'scope/configurable.parameter': repr(value)} of a gin config text."""
+  parser = gin.config_parser.ConfigParser(config_text,
+                                          gin.config.ParserDelegate(skip_unknown=True))
+  bindings = {}
+  for statement in parser:
+    if isinstance(statement, gin.config_parser.BindingStatement):
+      scope = f"{statement.scope}/" if statement.scope else ""
+      bindings[f"{scope}{statement.selector}.{statement.arg_name}"] = repr(statement.value)
+  return bindings
+
+
+def check_config_unchanged(model_dir, allow_change, write):
+  """Refuses to resume `model_dir` under gin settings that differ from those it was started
+  with (other than model.training_steps and training.*), unless `allow_change`; then (if
+  `write`) records the operative config of this run for the next resume.
+
+  Call it once every configurable of the run has been called (gin records a configurable's
+  parameters when it is called).
+  """
+  path = os.path.join(model_dir, CHECKPOINT_DIR, CONFIG_FILE)
+  current_text = gin.operative_config_str()
+  if os.path.isfile(path):
+    with open(path) as f:
+      saved = gin_bindings(f.read())
+    current = gin_bindings(current_text)
+    changed = [f"{key}: {saved.get(key, '(unset)')} -> {current.get(key, '(unset)')}"
+               for key in sorted(set(saved) | set(current))
+               if saved.get(key) != current.get(key) and not _may_change_on_resume(key)]
+    if changed and not allow_change:
+      raise UserError(
+          f"{model_dir} was started with other gin settings; resuming it would mix two "
+          f"configurations. Changed: {'; '.join(changed)}. Re-run with the settings it was "
+          "started with (saved in " + path + "), pass --allow_config_change to resume with the "
+          "new ones, or --overwrite to start again from scratch.")
+    if changed:
+      logging.warning("Resuming %s with changed gin settings: %s", model_dir, "; ".join(changed))
+  if write:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+      f.write(current_text)
+    os.replace(path + ".tmp", path)

@@ -10,7 +10,8 @@ BATCH_ORDERS = ("uniform", "epochs")
 
 @gin.configurable("training")
 def training_options(checkpoint_every=1000, keep_checkpoints=3, log_every=100, strategy="auto",
-                     deterministic=False, image_every=1000, batch_order="uniform"):
+                     deterministic=False, image_every=1000, batch_order="uniform",
+                     collective_timeout=600):
   """How training runs, as opposed to what it trains.
 
   Args:
@@ -27,6 +28,9 @@ def training_options(checkpoint_every=1000, keep_checkpoints=3, log_every=100, s
     batch_order: 'uniform' (each batch drawn uniformly with replacement, as dlib samples) or
       'epochs' (shuffled epochs over the whole dataset, as the paper code's DataLoader; datasets
       held in memory as a factor grid only). Either is a pure function of (seed, step).
+    collective_timeout: under 'multi_worker', seconds a worker waits in one collective operation
+      (a step's gradient all-reduce, a checkpoint) before it gives up on the others with an
+      error; 0 waits forever. (A worker that dies is noticed sooner, by TF's heartbeats.)
   """
   for name, value in (("checkpoint_every", checkpoint_every), ("keep_checkpoints",
                                                                 keep_checkpoints),
@@ -40,9 +44,14 @@ def training_options(checkpoint_every=1000, keep_checkpoints=3, log_every=100, s
     raise UserError(f"training.batch_order = {batch_order!r} is not one of {BATCH_ORDERS}: "
                     "'uniform' samples each batch with replacement, 'epochs' reads shuffled "
                     "epochs of the whole dataset (the paper code's order).")
+  if (not isinstance(collective_timeout, (int, float)) or isinstance(collective_timeout, bool)
+      or collective_timeout < 0):
+    raise UserError(f"training.collective_timeout = {collective_timeout!r} must be a number of "
+                    "seconds (0: wait forever).")
   return dict(checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
               log_every=log_every, strategy=strategy, deterministic=bool(deterministic),
-              image_every=image_every, batch_order=batch_order)
+              image_every=image_every, batch_order=batch_order,
+              collective_timeout=float(collective_timeout))
 
 
 @gin.configurable("optimizer")

@@ -51,7 +51,8 @@ def parse_gin(gin_config_files=(), gin_bindings=()):
     raise UserError(f"gin syntax error in {where}, line {e.lineno}: {e.msg}: "
                     f"{(e.text or '').strip()!r}") from None
   except (ValueError, KeyError) as e:
-    raise UserError(f"gin config: {e}\nCheck the spelling against the configurables of "
+    # gin's message spans lines (the binding, then where it is): one line here.
+    raise UserError(f"gin config: {' '.join(str(e).split())}. Check the spelling against the configurables of "
                     "gin_configs/*.gin (e.g. LieGroupVAE.hy_hes, model.training_steps, "
                     "dataset.name, training.checkpoint_every).") from None
   finally:
@@ -67,20 +68,25 @@ def _hide_gin_search_misses(record):
               record.getMessage().startswith("Path not found:"))
 
 
-def train_with_gin(model_dir, overwrite=False, gin_config_files=None, gin_bindings=None):
-  """Parses the gin configuration, trains, exports, clears the configuration; returns the model."""
+def train_with_gin(model_dir, overwrite=False, gin_config_files=None, gin_bindings=None,
+                   allow_config_change=False):
+  """Parses the gin configuration, trains, exports, clears the configuration; returns the model.
+
+  Resuming a model_dir under changed gin settings is refused unless `allow_config_change`
+  (see `checkpoints.check_config_unchanged`).
+  """
   parse_gin(gin_config_files or [], gin_bindings or [])
   try:
-    return train(model_dir, overwrite)
+    return train(model_dir, overwrite, allow_config_change=allow_config_change)
   except RuntimeError as e:
     if "Required bindings" in str(e):
-      raise UserError(f"gin config: {e}; bind them in a gin file or with --gin_bindings.") from None
+      raise UserError(f"gin config: {' '.join(str(e).split())}; bind them in a gin file or with --gin_bindings.") from None
     raise
   finally:
     gin.clear_config()
 
 
-@gin.configurable("model", denylist=["model_dir", "overwrite"])
+@gin.configurable("model", denylist=["model_dir", "overwrite", "allow_config_change"])
 def train(model_dir,
           overwrite=False,
           model=gin.REQUIRED,
@@ -89,7 +95,8 @@ def train(model_dir,
           batch_size=gin.REQUIRED,
           eval_steps=100,
           name="",
-          model_num=None):
+          model_num=None,
+          allow_config_change=False):
   """Trains `model` on `dataset.name` and exports it, as dlib's `train` does.
 
   Args:
@@ -101,14 +108,22 @@ def train(model_dir,
     batch_size: the global batch size (split over the replicas).
     eval_steps: batches of the final evaluation (z = mu) recorded in the results.
     name, model_num: unused; they name runs in the saved gin config, as in dlib.
+    allow_config_change: resume a model_dir even if its gin settings changed.
   """
   del name, model_num
   for key, value in (("training_steps", training_steps), ("batch_size", batch_size)):
     if not isinstance(value, int) or value < 1:
       raise UserError(f"model.{key} = {value!r} must be a positive integer.")
-  run = set_up(model_dir, overwrite, model, random_seed, batch_size)
-  fit_result = fit(run, training_steps)
-  return finish(run, training_steps, eval_steps, *fit_result)
+  try:
+    run = set_up(model_dir, overwrite, model, random_seed, batch_size, allow_config_change)
+    fit_result = fit(run, training_steps)
+    return finish(run, training_steps, eval_steps, *fit_result)
+  except strategy_lib.PEER_FAILURES as e:
+    if not os.environ.get("TF_CONFIG", "").strip():
+      raise
+    raise strategy_lib.lost_worker_error(
+        e, options_lib.training_options()["collective_timeout"],
+        os.path.join(model_dir, checkpoints.CHECKPOINT_DIR)) from None
 
 
 @dataclasses.dataclass
@@ -130,13 +145,13 @@ class Run:
   start_step: int  # restored from a checkpoint, else 0
 
 
-def set_up(model_dir, overwrite, model_class, random_seed, batch_size):
+def set_up(model_dir, overwrite, model_class, random_seed, batch_size, allow_config_change=False):
   """Strategy, model_dir, data and the model, restored from the latest checkpoint if any."""
   options = options_lib.training_options()
   if options["deterministic"]:
     tf.config.experimental.enable_op_determinism()
   # The strategy comes first: MultiWorkerMirroredStrategy must start before any other TF op.
-  strategy = strategy_lib.make_strategy(options["strategy"])
+  strategy = strategy_lib.make_strategy(options["strategy"], options["collective_timeout"])
   replicas = strategy.num_replicas_in_sync
   if batch_size % replicas:
     raise UserError(f"model.batch_size = {batch_size} does not split evenly over {replicas} "
@@ -162,6 +177,8 @@ def set_up(model_dir, overwrite, model_class, random_seed, batch_size):
     vae.compile(optimizer=options_lib.make_optimizer())
     vae.optimizer.build(vae.trainable_variables)
     checkpoint = tf.train.Checkpoint(model=vae, optimizer=vae.optimizer)
+    # Every configurable has been called by now. Every worker checks (they stop together).
+    checkpoints.check_config_unchanged(model_dir, allow_config_change, write=chief)
     # Every worker resumes from the chief's checkpoints (model_dir must be shared).
     restored = checkpoints.restore_latest(
         checkpoint, os.path.join(model_dir, checkpoints.CHECKPOINT_DIR))
@@ -196,22 +213,28 @@ def fit(run, training_steps):
   scalars = callbacks_lib.ScalarLogger(summary_writer, options["log_every"])
   progress = callbacks_lib.ProgressBar(training_steps, run.start_step, options["log_every"],
                                        run.batch_size)
-  callbacks = [callbacks_lib.StopOnNonFiniteLoss(), scalars,
-               callbacks_lib.PeriodicCheckpoint(run.manager, options["checkpoint_every"]),
-               progress]
-  if run.chief and options["image_every"]:
-    callbacks.append(visualize.ImageLogger(
-        summary_writer, options["image_every"],
-        visualize.sample_images(run.ground_truth_data, run.random_seed)))
   fit_started = time.time()
-  try:
-    run.vae.fit(dataset, epochs=1, steps_per_epoch=remaining, verbose=0, callbacks=callbacks)
-  finally:
-    progress.bar.close()  # before any error message, not after it
-  train_seconds = time.time() - fit_started
-  # The same decision on every worker: saving is a collective operation.
-  if training_steps % options["checkpoint_every"]:
-    checkpoints.save_checkpoint(run.manager, run.vae)
+  with callbacks_lib.stop_signals_caught() as stop_signal:
+    checkpoint_on_stop = callbacks_lib.CheckpointOnStopSignal(stop_signal, run.manager,
+                                                              strategy)
+    callbacks = [callbacks_lib.StopOnNonFiniteLoss(), scalars,
+                 callbacks_lib.PeriodicCheckpoint(run.manager, options["checkpoint_every"]),
+                 checkpoint_on_stop, progress]
+    if run.chief and options["image_every"]:
+      callbacks.append(visualize.ImageLogger(
+          summary_writer, options["image_every"],
+          visualize.sample_images(run.ground_truth_data, run.random_seed)))
+    try:
+      run.vae.fit(dataset, epochs=1, steps_per_epoch=remaining, verbose=0, callbacks=callbacks)
+    finally:
+      progress.bar.close()  # before any error message, not after it
+    train_seconds = time.time() - fit_started
+    # The same decision on every worker: saving is a collective operation.
+    if training_steps % options["checkpoint_every"]:
+      checkpoints.save_checkpoint(run.manager, run.vae)
+    # A signal after the last step's check still stops before the export.
+    if checkpoint_on_stop.any_worker(stop_signal.is_set()):
+      checkpoint_on_stop.stop()
   return train_seconds, scalars.last_logged
 
 
@@ -233,13 +256,23 @@ def finish(run, training_steps, eval_steps, train_seconds, final_training_terms)
       training_steps=training_steps, resumed_from_step=run.start_step,
       images_per_second=(remaining * run.batch_size / train_seconds) if train_seconds else None,
       **run.devices)
-  with _op_determinism_off():
-    export.export_tfhub(vae, run.image_shape, os.path.join(run.model_dir, "tfhub"))
-  results_dict["elapsed_time"] = time.time() - run.started
-  # Written last: its presence marks the model finished.
-  export.write_results(os.path.join(run.model_dir, "results"), results_dict,
-                       extra_files=visualize.result_images(vae, run.ground_truth_data,
-                                                           run.random_seed))
+  tfhub_dir = os.path.join(run.model_dir, "tfhub")
+  try:
+    with _op_determinism_off():
+      export.export_tfhub(vae, run.image_shape, tfhub_dir)
+    results_dict["elapsed_time"] = time.time() - run.started
+    # Written last: its presence marks the model finished.
+    export.write_results(os.path.join(run.model_dir, "results"), results_dict,
+                         extra_files=visualize.result_images(vae, run.ground_truth_data,
+                                                             run.random_seed))
+  except (tf.errors.OpError, OSError) as e:
+    # e.g. a full disk. Each output is renamed into place only when complete; a module without
+    # its results is removed too, so that nothing looks finished.
+    shutil.rmtree(tfhub_dir, ignore_errors=True)
+    raise UserError(
+        f"the export to {run.model_dir} failed ({checkpoints.one_line_reason(e)}); no tfhub/ or "
+        f"results/ was left. The last checkpoint ({run.manager.latest_checkpoint}) is kept: make "
+        "room (or fix the disk) and re-run the same command to export it.") from None
   return vae
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import tensorflow as tf
 
@@ -47,8 +48,9 @@ def parse_tf_config(raw):
   return cluster, task_type, index
 
 
-def make_strategy(name):
-  """The tf.distribute strategy called `name` (see `training_options`)."""
+def make_strategy(name, collective_timeout=0):
+  """The tf.distribute strategy called `name` (see `training_options`); under 'multi_worker' a
+  collective waits at most `collective_timeout` seconds (0: forever)."""
   if name not in STRATEGIES:
     raise UserError(f"training.strategy = {name!r} is not one of {', '.join(STRATEGIES)}.")
   tf_config = os.environ.get("TF_CONFIG", "").strip()
@@ -60,7 +62,9 @@ def make_strategy(name):
                       f"Set it on each worker, e.g. TF_CONFIG='{_TF_CONFIG_EXAMPLE}'.")
     parse_tf_config(tf_config)
     # Must come before any other TF op: it configures the collective ops of this process.
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.MultiWorkerMirroredStrategy(
+        communication_options=tf.distribute.experimental.CommunicationOptions(
+            timeout_seconds=collective_timeout or None))
   gpus = tf.config.list_logical_devices("GPU")
   if name == "auto":
     name = "mirrored" if gpus else "default"
@@ -80,3 +84,54 @@ def sync_workers(strategy):
   """Returns once every worker got here (a collective all-reduce); no-op on one machine."""
   if getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)():
     strategy.reduce("SUM", strategy.run(tf.function(lambda: tf.constant(1.0))), axis=None)
+
+
+def in_multi_worker_mode(strategy):
+  return getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)()
+
+
+class AnyWorker:
+  """`any_worker(flag)`: whether `flag` is true on any worker (a collective all-reduce under
+  MultiWorkerMirroredStrategy, so every worker must call it at the same point); else `flag`."""
+
+  def __init__(self, strategy):
+    self.strategy = strategy
+    self.multi_worker = in_multi_worker_mode(strategy)
+    # One traced function for every call (a new one per call would retrace each step).
+    self.replica_value = tf.function(tf.identity)
+
+  def __call__(self, flag):
+    if not self.multi_worker:
+      return bool(flag)
+    value = self.strategy.run(self.replica_value, args=(tf.constant(1.0 if flag else 0.0),))
+    return float(self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)) > 0
+
+
+# What TF raises in a worker whose peer died, hung or was preempted.
+PEER_FAILURES = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                 tf.errors.AbortedError, tf.errors.CancelledError)
+
+
+def lost_worker_error(error, collective_timeout, checkpoint_dir):
+  """The one-line UserError for `error` (one of PEER_FAILURES) in a multi-worker run."""
+  text = getattr(error, "message", None) or str(error)
+  tasks = re.findall(r"/job:(\w+)/(?:replica:\d+/)?task:(\d+)", text)
+  own = parse_tf_config(os.environ.get("TF_CONFIG", ""))[1:]
+  others = [f"{job} {index}" for job, index in dict.fromkeys(tasks) if (job, int(index)) != own]
+  if others:
+    what = f"lost contact with {', '.join(others)} of the cluster"
+  elif isinstance(error, tf.errors.DeadlineExceededError):
+    what = (f"another worker did not take part in a collective operation within "
+            f"training.collective_timeout = {collective_timeout:g} s")
+  else:
+    what = "lost contact with the cluster"
+  lines = [line.strip() for line in text.splitlines()
+           if line.strip() and not line.startswith(("Graph execution error", "Detected at node"))
+           and not line.strip().startswith(("File ", "[["))]
+  reason = next((line for line in lines if "heartbeat" in line or "timeout" in line.lower()
+                 or "deadline" in line.lower()), lines[0] if lines else type(error).__name__)
+  latest = tf.train.latest_checkpoint(checkpoint_dir)
+  return UserError(
+      f"{what} ({type(error).__name__}: {reason[:300]}); this worker stopped. Re-run every "
+      "worker with the same command to resume from the chief's last checkpoint "
+      f"({latest or 'none yet: from the start'}).")

@@ -150,10 +150,10 @@ def gin_bindings(config_text):
   return bindings
 
 
-def check_config_unchanged(model_dir, allow_change, write):
+def check_config_unchanged(model_dir, allow_change):
   """Refuses to resume `model_dir` under gin settings that differ from those it was started
-  with (other than model.training_steps and training.*), unless `allow_change`; then (if
-  `write`) records the operative config of this run for the next resume.
+  with (other than model.training_steps and training.*), unless `allow_change`. Returns this
+  run's operative config, for `record_config` once the run has restored its checkpoint.
 
   Call it once every configurable of the run has been called (gin records a configurable's
   parameters when it is called).
@@ -175,8 +175,18 @@ def check_config_unchanged(model_dir, allow_change, write):
           "new ones, or --overwrite to start again from scratch.")
     if changed:
       logging.warning("Resuming %s with changed gin settings: %s", model_dir, "; ".join(changed))
-  if write:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-      f.write(current_text)
-    os.replace(path + ".tmp", path)
+  return current_text
+
+
+def record_config(model_dir, config_text):
+  """Keeps `config_text` beside the checkpoints for the next resume's check (atomically; an
+  unchanged file is left as it is)."""
+  path = os.path.join(model_dir, CHECKPOINT_DIR, CONFIG_FILE)
+  if os.path.isfile(path):
+    with open(path) as f:
+      if f.read() == config_text:
+        return
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + ".tmp", "w") as f:
+    f.write(config_text)
+  os.replace(path + ".tmp", path)

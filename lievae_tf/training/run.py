@@ -178,10 +178,12 @@ def set_up(model_dir, overwrite, model_class, random_seed, batch_size, allow_con
     vae.optimizer.build(vae.trainable_variables)
     checkpoint = tf.train.Checkpoint(model=vae, optimizer=vae.optimizer)
     # Every configurable has been called by now. Every worker checks (they stop together).
-    checkpoints.check_config_unchanged(model_dir, allow_config_change, write=chief)
+    config_text = checkpoints.check_config_unchanged(model_dir, allow_config_change)
     # Every worker resumes from the chief's checkpoints (model_dir must be shared).
     restored = checkpoints.restore_latest(
         checkpoint, os.path.join(model_dir, checkpoints.CHECKPOINT_DIR))
+    if chief:  # only now: a run that fails before this point leaves the model_dir untouched
+      checkpoints.record_config(model_dir, config_text)
     write_dir = checkpoints.checkpoint_write_dir(model_dir, strategy)
     if not chief:
       shutil.rmtree(write_dir, ignore_errors=True)  # a killed worker's stale copy

@@ -4,11 +4,12 @@ import gin
 import tensorflow as tf
 
 from lievae_tf.errors import UserError
+from lievae_tf.models.base import PRECISIONS
 
 
 @gin.configurable("training")
 def training_options(checkpoint_every=1000, keep_checkpoints=3, log_every=100, strategy="auto",
-                     deterministic=False, image_every=1000):
+                     deterministic=False, image_every=1000, precision="float32"):
   """How training runs, as opposed to what it trains.
 
   Args:
@@ -22,6 +23,11 @@ def training_options(checkpoint_every=1000, keep_checkpoints=3, log_every=100, s
       weights bit for bit; may be slower.
     image_every: steps between TensorBoard images (reconstructions and latent traversals), also
       drawn at the last step; 0 turns them off.
+    precision: 'float32', or a Keras mixed-precision policy: 'mixed_bfloat16' (CPUs with
+      bfloat16 units, TPUs, recent GPUs) or 'mixed_float16' (GPUs; with Keras' loss scaling).
+      The networks compute in the lower precision; the variables, the optimiser state, the Lie
+      algebra and its exponential map, the KL and every loss stay float32, and the exported
+      module is float32.
   """
   for name, value in (("checkpoint_every", checkpoint_every), ("keep_checkpoints",
                                                                 keep_checkpoints),
@@ -31,9 +37,19 @@ def training_options(checkpoint_every=1000, keep_checkpoints=3, log_every=100, s
   if not isinstance(image_every, int) or image_every < 0:
     raise UserError(f"training.image_every = {image_every!r} must be a positive integer "
                     "(or 0 for no images).")
+  if precision not in PRECISIONS:
+    raise UserError(f"training.precision = {precision!r} is not one of {', '.join(PRECISIONS)}.")
   return dict(checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
               log_every=log_every, strategy=strategy, deterministic=bool(deterministic),
-              image_every=image_every)
+              image_every=image_every, precision=precision)
+
+
+def optimizer_for(precision, optimizer):
+  """float16 needs loss scaling (its gradients underflow); Keras' LossScaleOptimizer does it
+  under every strategy. bfloat16 has float32's exponent range and needs none."""
+  if precision == "mixed_float16":
+    return tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
+  return optimizer
 
 
 @gin.configurable("optimizer")

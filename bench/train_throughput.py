@@ -3,6 +3,7 @@
   source .venv/bin/activate
   python bench/train_throughput.py                        # dSprites and 3DShapes settings, batch 256
   python bench/train_throughput.py --only lievae --json   # one JSON line, lievae alone
+  python bench/train_throughput.py --only lievae,lievae_bf16 --json   # {side: {setting: ...}}
   python bench/train_throughput.py --sides lievae,lievae_xla,lievae_tuned_malloc,paper
   python bench/train_throughput.py --batch_sizes 64,128,256,512,1024 --sides lievae,paper
 
@@ -25,6 +26,7 @@ Sides:
   lievae_xla, lievae_tuned_malloc, lievae_inter_op_1, lievae_onednn_off: lievae with one lever
                        changed (XLA `jit_compile`; the tuned malloc; inter-op parallelism 1; oneDNN
                        off), each kept or dropped by what it measured (bench/RESULTS.md)
+  lievae_bf16          lievae with `training.precision = 'mixed_bfloat16'` (opt-in)
 
 FLOPs per step are counted by torch's FlopCounterMode on the reference model (forward + backward of
 the step's arithmetic; lievae computes the same arithmetic as `paper_one_decode`), and set against a
@@ -57,6 +59,7 @@ SIDES = {
     "lievae_tuned_malloc": ("lievae", MALLOC_TUNED, {}),
     "lievae_inter_op_1": ("lievae", {}, {"inter_op": 1}),
     "lievae_onednn_off": ("lievae", {"TF_ENABLE_ONEDNN_OPTS": "0"}, {}),
+    "lievae_bf16": ("lievae", {}, {"precision": "mixed_bfloat16"}),
 }
 
 # The published settings (gin_configs/<setting>.gin) and small synthetic grids in their formats.
@@ -111,7 +114,8 @@ def _matmul_peak(matmul, size=2048, repeats=8, rounds=5):
   return best
 
 
-def lievae_worker(setting, batch, data_dir, jit_compile=False, inter_op=None):
+def lievae_worker(setting, batch, data_dir, jit_compile=False, inter_op=None,
+                  precision="float32"):
   """Serves `run N` (seconds for N training steps), `peak` and `expm` on stdin."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.threading.set_intra_op_parallelism_threads(THREADS)
@@ -126,9 +130,8 @@ def lievae_worker(setting, batch, data_dir, jit_compile=False, inter_op=None):
   ground_truth_data = data_lib.load_ground_truth_data()
   image_shape = data_lib.observation_shape(ground_truth_data)
   strategy = tf.distribute.get_strategy()  # what lievae_train's "auto" picks without a GPU
-  vae = models.LieGroupVAE(num_channels=image_shape[-1], seed=0)
-  vae.build_variables(image_shape)
-  vae.compile(optimizer=training.make_optimizer(), jit_compile=jit_compile)
+  vae = training.build_model(models.LieGroupVAE, image_shape, 0, precision,
+                             jit_compile=jit_compile)
   dataset = strategy.distribute_datasets_from_function(
       data_lib.make_input_fn(ground_truth_data, batch, seed=0))
   gin.clear_config()
@@ -381,7 +384,8 @@ def main():
   parser.add_argument("--settings", default="dsprites,shapes3d")
   parser.add_argument("--sides", default="lievae,paper,paper_tuned_malloc",
                       help=f"comma-separated, from: {', '.join(SIDES)}")
-  parser.add_argument("--only", help="a single side (e.g. lievae); same as --sides=SIDE")
+  parser.add_argument("--only", help="sides without the FLOP count, e.g. lievae or "
+                      "lievae,lievae_bf16; same as --sides=SIDES --no_flops")
   parser.add_argument("--batch_sizes", default="256")
   parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--images_per_round", type=int, default=2560,
@@ -392,7 +396,9 @@ def main():
   parser.add_argument("--data_dir", help="where the synthetic grids are written (default: a "
                       "temporary directory)")
   parser.add_argument("--json", action="store_true",
-                      help="print one JSON line {setting: {side or 'images_per_s': ...}}")
+                      help="print one JSON line: {setting: {batch: {side: ...}}}; with --only, "
+                      "one side: {setting: {'images_per_s': ...}}, several: {side: {setting: "
+                      "...}}")
   parser.add_argument("--worker", help=argparse.SUPPRESS)
   parser.add_argument("--setting", help=argparse.SUPPRESS)
   parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
@@ -404,7 +410,7 @@ def main():
     worker(args.setting, args.batch, args.data_dir, **json.loads(args.worker_options))
     return
 
-  sides = [args.only] if args.only else args.sides.split(",")
+  sides = (args.only or args.sides).split(",")
   unknown = [s for s in sides if s not in SIDES]
   settings = args.settings.split(",")
   if unknown or not set(settings) <= set(SETTINGS):
@@ -429,8 +435,13 @@ def main():
         print_table(setting, batch, results, baseline)
   if args.json:
     if args.only:
-      print(json.dumps({s: {"images_per_s": round(next(iter(by_batch.values()))[args.only][
-          "images_per_s"], 1)} for s, by_batch in everything.items()}))
+      def images_per_s(setting, side):
+        return {"images_per_s": round(next(iter(everything[setting].values()))[side][
+            "images_per_s"], 1)}
+      if len(sides) == 1:  # {setting: {images_per_s}}
+        print(json.dumps({s: images_per_s(s, sides[0]) for s in settings}))
+      else:  # {side: {setting: {images_per_s}}}, sides measured in the same interleaved rounds
+        print(json.dumps({side: {s: images_per_s(s, side) for s in settings} for side in sides}))
     else:
       print(json.dumps(everything))
   else:

@@ -20,6 +20,15 @@ def test_train_throughput_json_has_every_setting_and_a_failed_lever_is_reported(
   assert set(figures) == {"dsprites", "shapes3d"}
   assert all(figures[s]["images_per_s"] > 0 for s in figures)
 
+  # Several sides with --only: keyed by side, then setting (bfloat16 beside float32).
+  result = subprocess.run([sys.executable, script, "--only", "lievae,lievae_bf16", "--json",
+                           "--settings", "dsprites"] + small,
+                          capture_output=True, text=True, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  figures = json.loads(result.stdout.strip().splitlines()[-1])
+  assert set(figures) == {"lievae", "lievae_bf16"}
+  assert all(figures[side]["dsprites"]["images_per_s"] > 0 for side in figures)
+
   # XLA cannot compile tf.linalg.expm's gradient: the bench says so and still reports the rest.
   result = subprocess.run([sys.executable, script, "--settings", "dsprites", "--sides",
                            "lievae,lievae_xla", "--no_flops"] + small,

@@ -118,6 +118,19 @@ register(Metric("modularity", "modularity_score", ("modularity_explicitness", "d
                 dlib_config="modularity_explicitness.gin",
                 small_bindings=("modularity_explicitness.num_train = 2000",
                                 "modularity_explicitness.num_test = 1000")))
+# The rest of dlib's `unsupervised_study_v1` suite (in no study; `lievae_evaluate --metrics=all`).
+register(Metric("downstream_boosted_trees", "10000:mean_test_accuracy",
+                ("downstream_task", "predictor"), dlib_config="downstream_task_boosted_trees.gin",
+                small_bindings=("downstream_task.num_train = [10, 100]",
+                                "downstream_task.num_test = 500")))
+register(Metric("downstream_logistic_regression", "10000:mean_test_accuracy",
+                ("downstream_task", "predictor"),
+                dlib_config="downstream_task_logistic_regression.gin",
+                small_bindings=("downstream_task.num_train = [10, 100]",
+                                "downstream_task.num_test = 500")))
+register(Metric("unsupervised", "gaussian_total_correlation",
+                ("unsupervised_metrics", "discretizer"), dlib_config="unsupervised.gin",
+                small_bindings=("unsupervised_metrics.num_train = 2000",)))
 # The paper code's extra metric (lievae_tf/evaluation/factor_leakage.py) at dlib's MIG sizes.
 register(Metric("factor_leakage", "factor_leakage_mean", ("factor_leakage", "discretizer"),
                 own_config="factor_leakage.gin", module="lievae_tf.evaluation.factor_leakage",

@@ -15,6 +15,8 @@ import tempfile
 import tensorflow as tf
 import tensorflow_hub as hub
 
+from lievae_tf.models import base
+
 tf1 = tf.compat.v1
 
 
@@ -45,7 +47,8 @@ def _module_fn_for(model_class, config, image_shape, weight_names):
 
   def module_fn(is_training):
     del is_training  # No dropout or batch norm: both graph variants are the same network.
-    with _tf1_control_flow():
+    # float32 whatever precision the model trained in: dlib's signatures are float32.
+    with _tf1_control_flow(), base.precision_policy("float32"):
       _build_signatures(model_class, config, image_shape, weight_names)
 
   return module_fn
@@ -98,7 +101,8 @@ def export_tfhub(vae, image_shape, export_path):
     # Keras switches a layer class's base to its TF1 version, for every instance, when the
     # class is instantiated in a graph (as `module_fn` does), which breaks the eager `vae`.
     # Instantiating the same classes eagerly switches them back.
-    type(vae)(**config)
+    with base.precision_policy("float32"):
+      type(vae)(**config)
   values = [w.numpy() for w in vae.trainable_weights]
   with tf.Graph().as_default():
     module = hub.Module(spec, trainable=True, tags={"train"})

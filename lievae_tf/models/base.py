@@ -8,9 +8,35 @@ step as one device does. A new model is one subclass registered with `@gin.confi
 module of `lievae_tf.models` (imported with the package) or in a module a gin file imports.
 """
 
+import contextlib
+
 import tensorflow as tf
 
 from lievae_tf import random_streams
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+@contextlib.contextmanager
+def precision_policy(precision):
+  """Keras layers created inside compute in `precision` (their variables stay float32).
+
+  A layer takes the global policy when it is created, so the policy is set only around building
+  a model and restored after: the export, which builds the model again, then builds float32.
+  """
+  previous = tf.keras.mixed_precision.global_policy()
+  tf.keras.mixed_precision.set_global_policy(precision)
+  try:
+    yield
+  finally:
+    tf.keras.mixed_precision.set_global_policy(previous)
+
+
+def as_float32(*tensors):
+  """The networks' outputs for the losses: float32 under a mixed-precision policy (a no-op in
+  float32)."""
+  cast = tuple(tf.cast(t, tf.float32) for t in tensors)
+  return cast if len(cast) > 1 else cast[0]
 
 
 def replica_noise(images, num_latents, step_key):
@@ -32,7 +58,8 @@ def replica_noise(images, num_latents, step_key):
 class GaussianEncoderVAE(tf.keras.Model):
   """A VAE with a Gaussian encoder, trained by Keras `fit` under any `tf.distribute` strategy.
 
-  Subclasses implement:
+  Subclasses implement (returning float32 tensors also when built under a mixed-precision
+  policy, `training.precision`, so that the losses are computed and reduced in float32):
     gaussian_encoder(images) -> (mean, logvar), each (B, num_latents): the representation that
       disentanglement_lib scores, exported as the `gaussian_encoder` signature.
     decode_latents(z) -> image logits (B, 64, 64, C), exported as the `decoder` signature.
@@ -54,8 +81,10 @@ class GaussianEncoderVAE(tf.keras.Model):
     super().__init__(name=name)
     self.config = dict(config)
     self.num_latents = num_latents
-    self.trackers = {n: tf.keras.metrics.Mean(name=n) for n in self.loss_term_names}
-    self.trackers.update({f"kl_{i}": tf.keras.metrics.Mean(name=f"kl_{i}")
+    # float32 whatever the precision policy the model is built under.
+    self.trackers = {n: tf.keras.metrics.Mean(name=n, dtype=tf.float32)
+                     for n in self.loss_term_names}
+    self.trackers.update({f"kl_{i}": tf.keras.metrics.Mean(name=f"kl_{i}", dtype=tf.float32)
                           for i in range(num_latents)})
 
   # The interface.

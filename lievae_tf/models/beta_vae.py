@@ -74,11 +74,10 @@ class BetaVAE(base.GaussianEncoderVAE):
     self.decoder = deconv_decoder(num_latents, num_channels)
 
   def gaussian_encoder(self, images):
-    means, log_var = self.encoder(images)
-    return means, log_var
+    return base.as_float32(*self.encoder(images))
 
   def decode_latents(self, z):
-    return self.decoder(z)
+    return base.as_float32(self.decoder(z))
 
   def loss_terms(self, images, noise, step=0):
     del step  # no schedule

@@ -87,8 +87,10 @@ class LieGroupVAE(base.GaussianEncoderVAE):
     self.encoder = networks.GroupEncoder(num_channels, subgroup_sizes, subspace_sizes, biases,
                                          name="encoder")
     # The basis exists with no_exp too, as in the reference: its penalties still enter the loss.
+    # float32 under any precision policy: the basis is small, its penalties are products of
+    # products, and expm's scaling and squaring amplifies rounding.
     self.exp_map = lie_group.ExponentialMap(subgroup_sizes, subspace_sizes, lie_alg_init_scale,
-                                            name="exp_map")
+                                            name="exp_map", dtype=tf.float32)
     self.fake_exp = (networks.fake_exponential_map(self.num_latents, sum(subgroup_sizes), biases)
                      if no_exp else None)
     self.decoder = networks.GroupDecoder(num_channels, sum(subgroup_sizes), biases,
@@ -97,16 +99,16 @@ class LieGroupVAE(base.GaussianEncoderVAE):
   # The model's parts, named as in the paper.
 
   def encode(self, images):
-    """images -> (group features gE, mu, logvar)."""
-    return self.encoder(images)
+    """images -> (group features gE, mu, logvar), float32."""
+    return base.as_float32(*self.encoder(images))
 
   def group_map(self, z):
     """z -> the decoder's group features gG (the exponential map, or the no_exp MLP)."""
-    return self.fake_exp(z) if self.fake_exp is not None else self.exp_map(z)
+    return base.as_float32(self.fake_exp(z)) if self.fake_exp is not None else self.exp_map(z)
 
   def decode(self, group_feats):
-    """Group features -> image logits."""
-    return self.decoder(group_feats)
+    """Group features -> image logits, float32."""
+    return base.as_float32(self.decoder(group_feats))
 
   def decode_latents(self, z):
     return self.decode(self.group_map(z))

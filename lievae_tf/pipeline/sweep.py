@@ -138,14 +138,24 @@ class Run:
     return [s for s in self.steps() if not os.path.isfile(s[1])]
 
 
-def evaluate_command(representation_dir, output_dir, metric, bindings):
-  """The stock `dlib_evaluate` of one metric; bindings of other metrics are dropped."""
+def evaluate_gin(metric, bindings):
+  """(gin config, gin bindings) of one metric's `dlib_evaluate`; bindings of other metrics are
+  dropped."""
   entry = registry.get(metric)
+  return entry.gin_config, [f"evaluation.name = '{metric}'"] + registry.bindings_for(entry,
+                                                                                  bindings)
+
+
+def evaluate_command(representation_dir, output_dir, metric, bindings):
+  """The stock `dlib_evaluate` of one metric."""
+  gin_config, gin_bindings = evaluate_gin(metric, bindings)
   return commands.console_command("dlib_evaluate") + [
       f"--input_dir={representation_dir}", f"--output_dir={output_dir}",
-      f"--gin_config={entry.gin_config}", f"--gin_bindings=evaluation.name = '{metric}'",
-      "--overwrite"
-  ] + [f"--gin_bindings={b}" for b in registry.bindings_for(entry, bindings)]
+      f"--gin_config={gin_config}", f"--gin_bindings={gin_bindings[0]}", "--overwrite"
+  ] + [f"--gin_bindings={b}" for b in gin_bindings[1:]]
+
+
+ALL_METRICS = "all"  # --metrics=all: every metric of the registry's dlib protocol
 
 
 def _in_protocol(name, protocol):
@@ -166,6 +176,8 @@ def choose_metrics(study, metrics=None, protocol="dlib"):
   if protocol not in PROTOCOLS:
     raise UserError(f"--protocol={protocol!r}: choose one of {', '.join(PROTOCOLS)}.")
   if metrics:
+    if list(metrics) == [ALL_METRICS]:
+      metrics = registry.names(protocol="dlib")
     names = [m for name in metrics for m in _in_protocol(name, protocol)]
     registry.check_names(names)
     known = dict(study.metrics + study_metrics(registry.names("paper"), small=study.small))
@@ -252,9 +264,13 @@ def run_sweep(runs, output_dir, jobs=1, env=None):
   return results
 
 
-def evaluate_model(model_dir, metrics, metric_bindings=(), env=None):
+def evaluate_model(model_dir, metrics, metric_bindings=(), env=None, one_process=False):
   """`lievae_evaluate`: postprocess (mean) and the given metrics on a trained model_dir, then
-  every evaluation of it (both protocols' alike) aggregated into model_dir/metrics/results.json."""
+  every evaluation of it (both protocols' alike) aggregated into model_dir/metrics/results.json.
+
+  `one_process`: the metrics run in this process (`evaluation.suite`: dlib's own evaluation of
+  each, with the dataset and the module loaded once) instead of one `dlib_evaluate` each.
+  """
   if not model_dir_lib.is_finished(model_dir):
     raise UserError(f"{model_dir} holds no finished model (results/aggregate/train.json is "
                     "missing): train it with lievae_train first.")
@@ -264,11 +280,20 @@ def evaluate_model(model_dir, metrics, metric_bindings=(), env=None):
   run.model_dir = os.path.abspath(model_dir)
   run.log_dir = os.path.join(run.model_dir, "evaluate_logs")
   env = dict(env or os.environ)
-  for step, _, command in run.steps()[1:]:  # everything after training, always redone
+  steps = run.steps()[1:]  # everything after training, always redone
+  if one_process:
+    steps = steps[:1]  # the postprocessing; the metrics follow below
+  for step, _, command in steps:
     started = time.time()
     print(f"{step} ...", flush=True)
     commands.run_logged(command, env, os.path.join(run.log_dir, f"{step}.log"))
     print(f"{step} done in {time.time() - started:.0f} s", flush=True)
+  if one_process:
+    from lievae_tf.evaluation import suite  # pylint: disable=g-import-not-at-top
+    jobs = [(metric, run.metric_dir(metric)) + evaluate_gin(metric, list(bindings) +
+                                                            run.metric_bindings)
+            for metric, bindings in run.metrics]
+    suite.evaluate_metrics(run.representation_dir, jobs, log=lambda m: print(m, flush=True))
   metrics_dir = os.path.join(run.model_dir, "metrics")
   commands.run_logged(
       aggregate_command(metrics_dir, os.path.join(metrics_dir, "*", "*", "results", "aggregate",

@@ -10,6 +10,7 @@ from lievae_tf.training.options import make_optimizer
 from lievae_tf.training.options import training_options
 from lievae_tf.training.strategy import make_strategy
 from lievae_tf.training.strategy import parse_tf_config
+from lievae_tf.training.run import build_model
 from lievae_tf.training.run import parse_gin
 from lievae_tf.training.run import train
 from lievae_tf.training.run import train_with_gin

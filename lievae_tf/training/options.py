@@ -1,8 +1,10 @@
 """The gin-configured options of a run that are not the model: how training runs, and Adam."""
 
 import gin
+import tensorflow as tf
 
 from lievae_tf.errors import UserError
+from lievae_tf.models.base import PRECISIONS
 from lievae_tf.training import adam
 
 BATCH_ORDERS = ("uniform", "epochs")
@@ -11,7 +13,7 @@ BATCH_ORDERS = ("uniform", "epochs")
 @gin.configurable("training")
 def training_options(checkpoint_every=1000, keep_checkpoints=3, log_every=100, strategy="auto",
                      deterministic=False, image_every=1000, batch_order="uniform",
-                     collective_timeout=600):
+                     collective_timeout=600, precision="float32"):
   """How training runs, as opposed to what it trains.
 
   Args:
@@ -31,6 +33,11 @@ def training_options(checkpoint_every=1000, keep_checkpoints=3, log_every=100, s
     collective_timeout: under 'multi_worker', seconds a worker waits in one collective operation
       (a step's gradient all-reduce, a checkpoint) before it gives up on the others with an
       error; 0 waits forever. (A worker that dies is noticed sooner, by TF's heartbeats.)
+    precision: 'float32', or a Keras mixed-precision policy: 'mixed_bfloat16' (CPUs with
+      bfloat16 units, TPUs, recent GPUs) or 'mixed_float16' (GPUs; with Keras' loss scaling).
+      The networks compute in the lower precision; the variables, the optimiser state, the Lie
+      algebra and its exponential map, the KL and every loss stay float32, and the exported
+      module is float32.
   """
   for name, value in (("checkpoint_every", checkpoint_every), ("keep_checkpoints",
                                                                 keep_checkpoints),
@@ -48,10 +55,20 @@ def training_options(checkpoint_every=1000, keep_checkpoints=3, log_every=100, s
       or collective_timeout < 0):
     raise UserError(f"training.collective_timeout = {collective_timeout!r} must be a number of "
                     "seconds (0: wait forever).")
+  if precision not in PRECISIONS:
+    raise UserError(f"training.precision = {precision!r} is not one of {', '.join(PRECISIONS)}.")
   return dict(checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
               log_every=log_every, strategy=strategy, deterministic=bool(deterministic),
               image_every=image_every, batch_order=batch_order,
-              collective_timeout=float(collective_timeout))
+              collective_timeout=float(collective_timeout), precision=precision)
+
+
+def optimizer_for(precision, optimizer):
+  """float16 needs loss scaling (its gradients underflow); Keras' LossScaleOptimizer does it
+  under every strategy. bfloat16 has float32's exponent range and needs none."""
+  if precision == "mixed_float16":
+    return tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
+  return optimizer
 
 
 @gin.configurable("optimizer")

@@ -172,9 +172,7 @@ def set_up(model_dir, overwrite, model_class, random_seed, batch_size, allow_con
   image_shape = data_lib.observation_shape(ground_truth_data)
 
   with strategy.scope():
-    vae = model_class(num_channels=image_shape[-1], seed=random_seed)
-    vae.build_variables(image_shape)
-    vae.compile(optimizer=options_lib.make_optimizer())
+    vae = build_model(model_class, image_shape, random_seed, options["precision"])
     vae.optimizer.build(vae.trainable_variables)
     checkpoint = tf.train.Checkpoint(model=vae, optimizer=vae.optimizer)
     # Every configurable has been called by now. Every worker checks (they stop together).
@@ -197,6 +195,16 @@ def set_up(model_dir, overwrite, model_class, random_seed, batch_size, allow_con
              started=started, random_seed=random_seed, batch_size=batch_size, devices=devices,
              ground_truth_data=ground_truth_data, image_shape=image_shape, vae=vae,
              manager=manager, write_dir=write_dir, start_step=start_step)
+
+
+def build_model(model_class, image_shape, random_seed, precision="float32", **compile_args):
+  """The model with its variables and its (loss-scaled for float16) Adam, compiled."""
+  with models.base.precision_policy(precision):
+    vae = model_class(num_channels=image_shape[-1], seed=random_seed)
+    vae.build_variables(image_shape)
+  vae.compile(optimizer=options_lib.optimizer_for(precision, options_lib.make_optimizer()),
+              **compile_args)
+  return vae
 
 
 def fit(run, training_steps):

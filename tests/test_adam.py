@@ -1,0 +1,83 @@
+"""`optimizer.epsilon_placement = 'pytorch'`: Adam that steps as torch.optim.Adam (the paper code's
+optimiser), pinned against torch itself; and its checkpoints."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import torch
+
+from lievae_tf import adam
+from lievae_tf.errors import UserError
+
+LEARNING_RATE = 1e-4
+
+
+def _gradients(num_steps, shape=(300,), seed=0):
+  """Gradients whose magnitudes span 1e-10..1: many near epsilon (1e-8), where placement matters."""
+  rng = np.random.default_rng(seed)
+  return [(rng.normal(size=shape) * 10.0**rng.uniform(-10, 0, size=shape)).astype(np.float32)
+          for _ in range(num_steps)]
+
+
+def _torch_adam(initial, gradients):
+  parameter = torch.nn.Parameter(torch.from_numpy(initial.copy()))
+  optimizer = torch.optim.Adam([parameter], lr=LEARNING_RATE)  # the paper code's optimiser
+  for gradient in gradients:
+    parameter.grad = torch.from_numpy(gradient.copy())
+    optimizer.step()
+  return parameter.detach().numpy()
+
+
+def _keras_adam(initial, gradients, placement):
+  variable = tf.Variable(initial)
+  optimizer = adam.make_adam(LEARNING_RATE, 0.9, 0.999, 1e-8, placement)
+  for gradient in gradients:
+    optimizer.apply_gradients([(tf.constant(gradient), variable)])
+  return variable.numpy()
+
+
+@pytest.mark.parametrize("num_steps", [1, 5])
+def test_pytorch_placement_steps_as_torch_adam(num_steps):
+  initial = np.random.default_rng(1).normal(size=300).astype(np.float32)
+  gradients = _gradients(num_steps)
+  expected = _torch_adam(initial, gradients)
+  np.testing.assert_allclose(_keras_adam(initial, gradients, "pytorch"), expected, rtol=0,
+                             atol=1e-6)
+  # Keras' own placement is not within that tolerance: the comparison can tell them apart.
+  assert np.abs(_keras_adam(initial, gradients, "keras") - expected).max() > 1e-5
+
+
+def test_the_update_itself_matches_to_float_rounding():
+  """From zero weights the update is the whole value: relative agreement of each step."""
+  initial = np.zeros(300, np.float32)
+  gradients = _gradients(5, seed=2)
+  expected = _torch_adam(initial, gradients)
+  ours = _keras_adam(initial, gradients, "pytorch")
+  assert np.abs(ours - expected).max() <= 1e-5 * LEARNING_RATE
+
+
+def test_checkpoints_are_interchangeable_with_keras_adam(tmp_path):
+  """Same slots: a Keras-Adam checkpoint resumes under the PyTorch placement and back."""
+  initial = np.random.default_rng(3).normal(size=300).astype(np.float32)
+  gradients = _gradients(4, seed=4)
+  variable = tf.Variable(initial)
+  optimizer = adam.make_adam(LEARNING_RATE, 0.9, 0.999, 1e-8, "keras")
+  for gradient in gradients[:2]:
+    optimizer.apply_gradients([(tf.constant(gradient), variable)])
+  path = tf.train.Checkpoint(variable=variable, optimizer=optimizer).save(str(tmp_path / "ckpt"))
+
+  restored_variable = tf.Variable(np.zeros_like(initial))
+  restored = adam.make_adam(LEARNING_RATE, 0.9, 0.999, 1e-8, "pytorch")
+  restored.build([restored_variable])
+  tf.train.Checkpoint(variable=restored_variable, optimizer=restored).restore(
+      path).assert_consumed()
+  assert int(restored.iterations.numpy()) == 2
+  np.testing.assert_array_equal(restored.variables[1].numpy(), optimizer.variables[1].numpy())
+  for gradient in gradients[2:]:
+    restored.apply_gradients([(tf.constant(gradient), restored_variable)])
+  assert int(restored.iterations.numpy()) == 4
+
+
+def test_an_unknown_placement_is_a_user_error():
+  with pytest.raises(UserError, match="epsilon_placement = 'torch' is not one of"):
+    adam.make_adam(LEARNING_RATE, 0.9, 0.999, 1e-8, "torch")

@@ -12,6 +12,9 @@ import tensorflow as tf
 TRAINING_BATCHES = 0
 EVALUATION_BATCHES = 1  # the final z = mu evaluation: batches the training did not draw
 SAMPLE_IMAGES = 2  # the fixed images of the reconstruction and traversal pictures
+# With `training.batch_order = 'epochs'`, epoch e's permutation of the dataset: a fold-in key of
+# the (batch seed, e) key.
+EPOCH_PERMUTATION = 2
 
 # Draws of one training step inside the model: fold-in keys of its (seed, step) key.
 PATH_CHOICE = 0  # LieGroupVAE: reconstruct from gE or from expmap(z) (one draw per step)

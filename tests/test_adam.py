@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 import torch
 
-from lievae_tf import adam
+from lievae_tf.training import adam
 from lievae_tf.errors import UserError
 
 LEARNING_RATE = 1e-4

@@ -20,7 +20,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_hub as hub
 
-from lievae_tf import torch_import
+from lievae_tf.interop import torch_import
 
 tf1 = tf.compat.v1
 

@@ -12,6 +12,7 @@ import conftest
 from lievae_tf.data import ground_truth as data_lib
 from lievae_tf import models
 from lievae_tf import training
+from lievae_tf.errors import UserError
 
 
 def _dsprites():
@@ -70,6 +71,62 @@ def test_replicas_together_read_the_global_batch():
   assert split[0].shape == (8, 64, 64, 1)
   np.testing.assert_array_equal(np.concatenate(split[:2]), single[0])
   np.testing.assert_array_equal(np.concatenate(split[2:]), single[1])
+
+
+def _epoch_indices(seed, steps, num_images, batch):
+  return [data_lib.epoch_batch_indices(seed, tf.constant(step, tf.int64), num_images, batch, 0,
+                                       batch).numpy() for step in steps]
+
+
+def test_shuffled_epochs_read_every_image_once_per_epoch():
+  # 384 images at batch 16: 24 steps per epoch.
+  first, second = (np.concatenate(_epoch_indices(5, range(e * 24, (e + 1) * 24), 384, 16))
+                   for e in (0, 1))
+  for epoch in (first, second):
+    np.testing.assert_array_equal(np.sort(epoch), np.arange(384))
+  assert not np.array_equal(first, second)  # a fresh permutation per epoch
+  assert not np.array_equal(first, np.arange(384))
+  assert not np.array_equal(first, np.concatenate(_epoch_indices(6, range(24), 384, 16)))
+  # A batch that does not divide the dataset: 3 steps of 100 per epoch, 84 images left out.
+  epoch = np.concatenate(_epoch_indices(5, range(3), 384, 100))
+  assert len(np.unique(epoch)) == 300 and epoch.max() < 384
+
+
+def test_shuffled_epochs_pipeline_resumes_and_splits_over_replicas_exactly():
+  data = _dsprites()
+  images = data.images.reshape(len(data.images), 64, 64, 1).astype(np.float32)
+  pipeline = _elements(data_lib.make_input_fn(data, 16, seed=7, order="epochs"), 26)
+  for step in (0, 23, 24, 25):  # across the epoch boundary
+    (indices,) = _epoch_indices(7, [step], len(images), 16)
+    np.testing.assert_array_equal(pipeline[step], images[indices])
+  resumed = _elements(data_lib.make_input_fn(data, 16, seed=7, start_step=23, order="epochs"), 3)
+  for k in range(3):
+    np.testing.assert_array_equal(resumed[k], pipeline[23 + k])
+  two_replicas = tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0,
+                                            num_replicas_in_sync=2)
+  split = _elements(data_lib.make_input_fn(data, 16, seed=7, order="epochs"), 4, two_replicas)
+  np.testing.assert_array_equal(np.concatenate(split[:2]), pipeline[0])
+  np.testing.assert_array_equal(np.concatenate(split[2:]), pipeline[1])
+
+
+def test_shuffled_epochs_need_a_dataset_held_in_memory_and_at_least_one_batch():
+  import gin  # pylint: disable=g-import-not-at-top
+  with pytest.raises(UserError, match="batch_order = 'epochs': the dataset has 384 images, "
+                                      "fewer than one batch"):
+    data_lib.make_input_fn(_dsprites(), 512, seed=0, order="epochs")
+  gin.bind_parameter("dataset.name", "noisy_dsprites")
+  try:
+    noisy = data_lib.load_ground_truth_data()
+  finally:
+    gin.clear_config()
+  with pytest.raises(UserError, match="needs a dataset whose images are all in memory"):
+    data_lib.make_input_fn(noisy, 4, seed=0, order="epochs")
+  gin.bind_parameter("training.batch_order", "shuffled")
+  try:
+    with pytest.raises(UserError, match="batch_order = 'shuffled' is not one of"):
+      training.training_options()
+  finally:
+    gin.clear_config()
 
 
 def test_datasets_without_an_image_grid_use_their_own_sampler():

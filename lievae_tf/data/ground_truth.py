@@ -126,14 +126,44 @@ def observation_shape(ground_truth_data):
   return shape
 
 
-def make_input_fn(ground_truth_data, global_batch_size, seed, start_step=0):
+def epoch_batch_indices(seed, step, num_images, global_batch_size, begin, end):
+  """Indices [begin, end) of step `step`'s global batch when batches are shuffled epochs.
+
+  Epoch e = step // (num_images // global_batch_size) is a fresh permutation of every image,
+  keyed by (seed, e), read in consecutive batches: the paper code's DataLoader(shuffle=True)
+  over the whole dataset. Each epoch leaves out the num_images % global_batch_size images that
+  would make a short batch (none for the paper's datasets at batch 256). A pure function of
+  (seed, step), computed per index without materialising the permutation.
+  """
+  steps_per_epoch = num_images // global_batch_size
+  epoch, position = step // steps_per_epoch, step % steps_per_epoch
+  slots = position * global_batch_size + tf.range(begin, end, dtype=tf.int64)
+  key = random_streams.step_draw_key(random_streams.step_key(seed, epoch),
+                                     random_streams.EPOCH_PERMUTATION)
+  return tf.random.experimental.index_shuffle(slots, seed=key, max_index=num_images - 1)
+
+
+def make_input_fn(ground_truth_data, global_batch_size, seed, start_step=0, order="uniform"):
   """An `input_fn(input_context)` for `strategy.distribute_datasets_from_function`.
 
   Element k of a pipeline is the batch of one replica at one step: pipelines take consecutive
   elements for their replicas in turn, and each replica's batch is its slice of the global batch.
+  `order`: 'uniform' draws each global batch uniformly with replacement from the whole dataset
+  (as dlib's sampling does); 'epochs' reads shuffled epochs (`epoch_batch_indices`).
   """
   shape = observation_shape(ground_truth_data)
   images = image_grid(ground_truth_data)
+  if order not in ("uniform", "epochs"):
+    raise ValueError(f"order {order!r} is not 'uniform' or 'epochs'")
+  if order == "epochs":
+    if images is None:
+      raise UserError(
+          "training.batch_order = 'epochs' needs a dataset whose images are all in memory as a "
+          f"factor grid (dsprites_full, shapes3d); {type(ground_truth_data).__name__} is sampled "
+          "by its own sampler: use training.batch_order = 'uniform'.")
+    if len(images) < global_batch_size:
+      raise UserError(f"training.batch_order = 'epochs': the dataset has {len(images)} images, "
+                      f"fewer than one batch (model.batch_size = {global_batch_size}).")
   # uint8 0..255 grids (the 3dshapes.h5) are scaled per batch; dlib's own arrays are in [0, 1].
   pixel_scale = getattr(ground_truth_data, "pixel_scale", None)
 
@@ -150,9 +180,13 @@ def make_input_fn(ground_truth_data, global_batch_size, seed, start_step=0):
     elements = tf.data.Dataset.counter(start_step).flat_map(replica_batches)
     if images is not None:
       def gather(step, replica):
-        indices = tf.random.stateless_uniform(
-            [global_batch_size], seed=random_streams.step_key(seed, step), minval=0,
-            maxval=len(images), dtype=tf.int64)[replica * batch:(replica + 1) * batch]
+        if order == "epochs":
+          indices = epoch_batch_indices(seed, step, len(images), global_batch_size,
+                                        replica * batch, (replica + 1) * batch)
+        else:
+          indices = tf.random.stateless_uniform(
+              [global_batch_size], seed=random_streams.step_key(seed, step), minval=0,
+              maxval=len(images), dtype=tf.int64)[replica * batch:(replica + 1) * batch]
         # One batched gather in numpy: the grid (up to GBs) never enters the graph.
         return tf.numpy_function(lambda i: images[i], [indices], images.dtype, stateful=False)
     else:

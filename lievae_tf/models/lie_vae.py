@@ -43,6 +43,9 @@ class LieGroupVAE(base.GaussianEncoderVAE):
     capacity: if set, the KL target C of the capacity schedule |KL - min(C step / T, C)|.
     capacity_leadin: T, steps over which the capacity grows to C.
     no_exp: replace the exponential map by an MLP (the paper's ablation).
+    bias_init: 'pytorch' (the paper code's: each layer's bias U(+-1/sqrt(fan_in)), PyTorch's
+      default) or 'zeros' (Keras' default). Weights are Glorot-uniform (the paper code's
+      xavier_uniform_) and the Lie algebra basis N(0, lie_alg_init_scale) either way.
     seed: seed of the per-step randomness; set from `model.random_seed`.
   """
 
@@ -62,6 +65,7 @@ class LieGroupVAE(base.GaussianEncoderVAE):
                capacity=None,
                capacity_leadin=100000,
                no_exp=False,
+               bias_init="pytorch",
                seed=0,
                name="lie_group_vae"):
     # No **kwargs: gin can then reject a misspelt binding by name.
@@ -77,15 +81,18 @@ class LieGroupVAE(base.GaussianEncoderVAE):
         subspace_sizes=list(subspace_sizes), lie_alg_init_scale=lie_alg_init_scale,
         hy_hes=hy_hes, hy_rec=hy_rec, hy_commute=hy_commute, forward_eg_prob=forward_eg_prob,
         recons_loss_type=recons_loss_type, beta=beta, capacity=capacity,
-        capacity_leadin=capacity_leadin, no_exp=no_exp, seed=seed)
+        capacity_leadin=capacity_leadin, no_exp=no_exp, bias_init=bias_init, seed=seed)
     super().__init__(config, num_latents=sum(subspace_sizes), name=name)
-    self.encoder = networks.GroupEncoder(subgroup_sizes, subspace_sizes, name="encoder")
+    biases = networks.Biases(bias_init)
+    self.encoder = networks.GroupEncoder(num_channels, subgroup_sizes, subspace_sizes, biases,
+                                         name="encoder")
     # The basis exists with no_exp too, as in the reference: its penalties still enter the loss.
     self.exp_map = lie_group.ExponentialMap(subgroup_sizes, subspace_sizes, lie_alg_init_scale,
                                             name="exp_map")
-    self.fake_exp = (networks.fake_exponential_map(self.num_latents, sum(subgroup_sizes))
+    self.fake_exp = (networks.fake_exponential_map(self.num_latents, sum(subgroup_sizes), biases)
                      if no_exp else None)
-    self.decoder = networks.GroupDecoder(num_channels, name="decoder")
+    self.decoder = networks.GroupDecoder(num_channels, sum(subgroup_sizes), biases,
+                                         name="decoder")
 
   # The model's parts, named as in the paper.
 

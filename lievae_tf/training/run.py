@@ -186,7 +186,7 @@ def fit(run, training_steps):
   dataset = strategy.distribute_datasets_from_function(data_lib.make_input_fn(
       run.ground_truth_data, run.batch_size,
       random_streams.batch_seed(run.random_seed, random_streams.TRAINING_BATCHES),
-      run.start_step))
+      run.start_step, order=options["batch_order"]))
   # Only the chief writes TensorBoard logs; the others still reset their trackers in step.
   summary_writer = (tf.summary.create_file_writer(os.path.join(run.model_dir, "logs", "train"))
                     if run.chief else tf.summary.create_noop_writer())

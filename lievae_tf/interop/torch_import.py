@@ -308,16 +308,23 @@ def check_state_dict(state, config, path="model.pt"):
                     "not have. Is args.pt the one saved with this model.pt?")
 
 
+def converted_weights(vae, state, config):
+  """[(Keras variable of the built `vae`, the value of `state` it takes, in Keras' layout)]."""
+  pairs = []
+  for prefix, layer_of, convert, _ in torch_layout(config):
+    layer = layer_of(vae)
+    pairs += zip((layer.kernel, layer.bias),
+                 convert(state[f"{prefix}.weight"], state[f"{prefix}.bias"]))
+  for i, keys, _ in _basis_keys(config):
+    pairs.append((vae.exp_map.bases[i], np.concatenate([state[k] for k in keys], axis=0)))
+  return pairs
+
+
 def assign_weights(vae, state, config):
   """Copies every weight of the paper code's `state` into the built Keras `vae`."""
   check_state_dict(state, config)
-  for prefix, layer_of, convert, _ in torch_layout(config):
-    layer = layer_of(vae)
-    for variable, value in zip((layer.kernel, layer.bias),
-                               convert(state[f"{prefix}.weight"], state[f"{prefix}.bias"])):
-      variable.assign(np.ascontiguousarray(value))
-  for i, keys, _ in _basis_keys(config):
-    vae.exp_map.bases[i].assign(np.concatenate([state[k] for k in keys], axis=0))
+  for variable, value in converted_weights(vae, state, config):
+    variable.assign(np.ascontiguousarray(value))
 
 
 # The two entry points.
@@ -365,6 +372,31 @@ def load_checkpoint(checkpoint_dir):
   return vae, dict(config, dataset_name=dataset_name, paper_args=vars(args))
 
 
+def write_model_dir(config, dataset_name, model_dir, set_weights, results_dict, started=None):
+  """Writes `model_dir/tfhub` and `model_dir/results` of a LieGroupVAE as `lievae_train` would.
+
+  The model has the settings `config`, its weights are set by `set_weights(vae)`; the operative
+  gin config saved in `results/gin/train.gin` holds `dataset.name` and the `LieGroupVAE`
+  settings. Clears gin's configuration before and after. Returns the exported model.
+  """
+  import gin  # pylint: disable=g-import-not-at-top
+  from lievae_tf.interop import export  # pylint: disable=g-import-not-at-top
+  started = time.time() if started is None else started
+  gin.clear_config()
+  try:
+    vae = _new_model(config, through_gin=True)
+    set_weights(vae)
+    data.record_dataset_name(dataset_name)
+    export.export_tfhub(vae, [IMAGE_SIZE, IMAGE_SIZE, config["num_channels"]],
+                        os.path.join(model_dir, "tfhub"))
+    # Written last: its presence marks the model finished, as for lievae_train.
+    export.write_results(os.path.join(model_dir, "results"),
+                         dict(results_dict, elapsed_time=time.time() - started))
+  finally:
+    gin.clear_config()
+  return vae
+
+
 def import_checkpoint(checkpoint_dir, model_dir, overwrite=False):
   """`lievae_import_torch`: the checkpoint -> `model_dir/tfhub` and `model_dir/results`.
 
@@ -372,7 +404,6 @@ def import_checkpoint(checkpoint_dir, model_dir, overwrite=False):
   config saved in `results/gin/train.gin` holds `dataset.name` and the `LieGroupVAE` settings.
   Clears gin's configuration before and after. Returns (model, config) as `load_checkpoint`.
   """
-  import gin  # pylint: disable=g-import-not-at-top
   from lievae_tf.interop import export  # pylint: disable=g-import-not-at-top
   started = time.time()
   state, config, dataset_name, args = read_checkpoint(checkpoint_dir)  # fail before writing
@@ -394,18 +425,8 @@ def import_checkpoint(checkpoint_dir, model_dir, overwrite=False):
   except OSError as e:
     raise UserError(f"cannot create --model_dir {model_dir}: {e.strerror}.") from None
 
-  gin.clear_config()
-  try:
-    vae = _new_model(config, through_gin=True)
-    assign_weights(vae, state, config)
-    data.record_dataset_name(dataset_name)
-    export.export_tfhub(vae, [IMAGE_SIZE, IMAGE_SIZE, config["num_channels"]],
-                        os.path.join(model_dir, "tfhub"))
-    results_dict = dict(imported_from=os.path.abspath(checkpoint_dir),
-                        paper_model=args.model, paper_dataset=args.dataset,
-                        elapsed_time=time.time() - started)
-    # Written last: its presence marks the model finished, as for lievae_train.
-    export.write_results(os.path.join(model_dir, "results"), results_dict)
-  finally:
-    gin.clear_config()
+  results_dict = dict(imported_from=os.path.abspath(checkpoint_dir), paper_model=args.model,
+                      paper_dataset=args.dataset)
+  vae = write_model_dir(config, dataset_name, model_dir,
+                        lambda vae: assign_weights(vae, state, config), results_dict, started)
   return vae, dict(config, dataset_name=dataset_name, paper_args=vars(args))

@@ -39,6 +39,8 @@ def parse_flags():
   parser.add_argument("--every", type=int, default=50)
   parser.add_argument("--epsilon_placement", default="pytorch", choices=["pytorch", "keras"],
                       help="the port's Adam ('keras': the control run without PyTorch's placement)")
+  parser.add_argument("--combine_only", action="store_true",
+                      help="only write summary.json and the plot from the seeds' files")
   parser.add_argument("--metrics", default="mig,factor_vae",
                       help="registry metric names, scored with their small_bindings")
   return parser.parse_args()
@@ -99,6 +101,8 @@ def run_seed(seed, flags, ground_truth_data):
 
   rows, max_gaps = [], {t: (0.0, 0) for t in TERMS}
   started = time.time()
+  csv_file = open(os.path.join(flags.output_dir, f"seed_{seed}.csv"), "w", newline="")  # pylint: disable=consider-using-with
+  writer = None
   for step in range(flags.steps):
     images = next(batches)
     noise, use_eg_path = draws(images, tf.constant(step, tf.int64))
@@ -122,9 +126,15 @@ def run_seed(seed, flags, ground_truth_data):
         row.update({f"port_{term}": ours[term], f"paper_{term}": theirs[term],
                     f"gap_{term}": relative_gap(ours[term], theirs[term])})
       rows.append(row)
+      if writer is None:
+        writer = csv.DictWriter(csv_file, fieldnames=list(row))
+        writer.writeheader()
+      writer.writerow(row)
+      csv_file.flush()  # a stopped run keeps its curves so far
       print(f"seed {seed} step {step}: loss {ours['loss']:.3f} vs {theirs['loss']:.3f}, "
             f"weight gap {weights:.2e} ({time.time() - started:.0f} s)", flush=True)
 
+  csv_file.close()
   # Both trained models as model_dirs that the stock dlib commands score.
   trained = [v.numpy() for v in vae.weights]
   port_dir = os.path.join(work, "port")
@@ -191,8 +201,32 @@ def plot(all_rows, path):
   figure.savefig(path, dpi=80)
 
 
+def combine(output_dir):
+  """summary.json and the plot from every seed_<s>.csv / summary_seed_<s>.json in output_dir (the
+  seeds may have run in separate processes)."""
+  import glob  # pylint: disable=g-import-not-at-top
+  summary, all_rows = None, {}
+  for path in sorted(glob.glob(os.path.join(output_dir, "summary_seed_*.json"))):
+    with open(path) as f:
+      part = json.load(f)
+    summary = summary or {k: v for k, v in part.items() if k not in ("seeds", "steps")}
+    summary.setdefault("seeds", {}).update(
+        {seed: dict(entry, steps=part["steps"]) for seed, entry in part["seeds"].items()})
+  for seed in summary["seeds"]:
+    with open(os.path.join(output_dir, f"seed_{seed}.csv")) as f:
+      all_rows[int(seed)] = [{k: (v if k == "worst_tensor" else float(v)) for k, v in row.items()}
+                             for row in csv.DictReader(f)]
+  with open(os.path.join(output_dir, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=1)
+  plot(all_rows, os.path.join(output_dir, "whole_run_comparison.png"))
+  return summary
+
+
 def main():
   flags = parse_flags()
+  if flags.combine_only:
+    print(json.dumps(combine(flags.output_dir), indent=1))
+    return
   os.environ["DISENTANGLEMENT_LIB_DATA"] = os.path.abspath(flags.data_dir)
   import gin  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -208,26 +242,20 @@ def main():
   gin.clear_config()
 
   os.makedirs(flags.output_dir, exist_ok=True)
-  seeds = [int(s) for s in flags.seeds.split(",")]
   metric_names = flags.metrics.split(",") if flags.metrics else []
-  all_rows, summary = {}, dict(steps=flags.steps, batch_size=flags.batch_size,
-                               epsilon_placement=flags.epsilon_placement,
-                               num_images=len(data_lib.image_grid(ground_truth_data)), seeds={})
-  for seed in seeds:
+  for seed in [int(s) for s in flags.seeds.split(",")]:
     rows, max_gaps, model_dirs = run_seed(seed, flags, ground_truth_data)
-    all_rows[seed] = rows
-    with open(os.path.join(flags.output_dir, f"seed_{seed}.csv"), "w", newline="") as f:
-      writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-      writer.writeheader()
-      writer.writerows(rows)
-    summary["seeds"][seed] = dict(
-        max_relative_gap={t: dict(gap=g, step=s) for t, (g, s) in max_gaps.items()},
-        final_weight_gap=rows[-1]["weight_gap"],
-        scores={side: score(d, metric_names, flags.data_dir) for side, d in model_dirs.items()})
-    with open(os.path.join(flags.output_dir, "summary.json"), "w") as f:
+    summary = dict(
+        steps=flags.steps, batch_size=flags.batch_size, epsilon_placement=flags.epsilon_placement,
+        num_images=len(data_lib.image_grid(ground_truth_data)),
+        seeds={seed: dict(
+            max_relative_gap={t: dict(gap=g, step=s) for t, (g, s) in max_gaps.items()},
+            final_weight_gap=rows[-1]["weight_gap"],
+            scores={side: score(d, metric_names, flags.data_dir)
+                    for side, d in model_dirs.items()})})
+    with open(os.path.join(flags.output_dir, f"summary_seed_{seed}.json"), "w") as f:
       json.dump(summary, f, indent=1)
-  plot(all_rows, os.path.join(flags.output_dir, "whole_run_comparison.png"))
-  print(json.dumps(summary, indent=1))
+  print(json.dumps(combine(flags.output_dir), indent=1))
 
 
 if __name__ == "__main__":

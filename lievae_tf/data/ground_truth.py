@@ -167,7 +167,9 @@ def make_input_fn(ground_truth_data, global_batch_size, seed, start_step=0, orde
   # uint8 0..255 grids are scaled per batch: the 3dshapes.h5 by its `pixel_scale`, dlib's
   # Shapes3D (uint8 since `compat`) divided by 255 as dlib does. dlib's other arrays are in [0, 1].
   pixel_scale = getattr(ground_truth_data, "pixel_scale", None)
-  divide_by_255 = images is not None and images.dtype == np.uint8 and pixel_scale is None
+  # dSprites' uint8 grid is already 0/1: only the lean Shapes3D (it has `dlib_class`) is divided.
+  divide_by_255 = (images is not None and pixel_scale is None and
+                   getattr(ground_truth_data, "dlib_class", None) is not None)
 
   def input_fn(input_context=None):
     input_context = input_context or tf.distribute.InputContext()

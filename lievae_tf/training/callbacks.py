@@ -119,7 +119,8 @@ def stop_signals_caught():
     yield received
   finally:
     for s, handler in previous.items():
-      signal.signal(s, handler)
+      # None: a handler installed outside Python, which signal.signal cannot reinstall.
+      signal.signal(s, handler if handler is not None else signal.SIG_DFL)
 
 
 class CheckpointOnStopSignal(tf.keras.callbacks.Callback):

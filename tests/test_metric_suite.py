@@ -1,5 +1,6 @@
-"""`lievae_evaluate --metrics=all` scores every metric in one process with the results of the
-stock `dlib_evaluate` commands, bit for bit (small sizes, the same model and seeds)."""
+"""`lievae_evaluate --metrics=all` scores every metric in worker processes (dlib's own evaluation,
+the dataset and module loaded once per process) with the results of the stock `dlib_evaluate`
+commands, bit for bit (small sizes, the same model and seeds)."""
 
 import json
 import os
@@ -38,8 +39,10 @@ def test_all_metrics_in_one_process_equal_the_stock_commands(trained_model_dir, 
   by_parameter = {b.split("=")[0].strip(): b for m in metrics
                   for b in registry.get(m).small_bindings + _TINY}
   small = sorted(by_parameter.values())
+  # Two worker processes, each running several metrics in turn: a metric's results must not
+  # depend on which process runs it or on what ran before it there.
   result = conftest.command("lievae_evaluate", f"--model_dir={model_dir}", "--metrics=all",
-                            *[f"--metric_bindings={b}" for b in small])
+                            "--metric_processes=2", *[f"--metric_bindings={b}" for b in small])
   assert result.returncode == 0, result.stderr[-3000:]
   for metric in metrics:
     assert f"evaluate_{metric} done" in result.stdout, result.stdout

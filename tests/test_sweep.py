@@ -1,5 +1,5 @@
 """`lievae_sweep` and `lievae_collect` end to end: 2 settings x 2 seeds on SYNTHETIC data with the
-real commands (lievae_train, dlib_postprocess, dlib_evaluate, dlib_aggregate_results), tiny sizes."""
+real commands (lievae_train, dlib_postprocess, lievae_evaluate, dlib_aggregate_results), tiny sizes."""
 
 import json
 import os
@@ -67,7 +67,14 @@ def test_print_commands_lists_only_pending_steps(sweep, tmp_path):
   lines = fresh.stdout.strip().splitlines()
   assert len(lines) == 5  # one per run, then the aggregation
   assert "lievae_train" in lines[0] and "dlib_postprocess" in lines[0]
-  assert "dlib_evaluate" in lines[0] and "--gin_bindings=model.random_seed = 0" in lines[0]
+  assert "--gin_bindings=model.random_seed = 0" in lines[0]
+  # Each run's metrics in one lievae_evaluate (dlib's own evaluation), or one stock command each.
+  assert "lievae_evaluate" in lines[0] and "--metrics=mig" in lines[0]
+  assert "--metric_bindings=mig.num_train = 300" in lines[0] and "dlib_evaluate" not in lines[0]
+  stock = command("lievae_sweep", *_sweep_args(str(tmp_path / "new")), "--print_commands",
+                  "--noone_process").stdout.strip().splitlines()
+  assert "dlib_evaluate" in stock[0] and "lievae_evaluate" not in stock[0]
+  assert "--gin_bindings=mig.num_train = 300" in stock[0]
   assert not os.path.exists(tmp_path / "new")
 
 

@@ -39,6 +39,8 @@ class Metric:
     small_bindings: sizes a 2-core CPU evaluates in seconds (trying things out, not reporting).
     protocol: 'dlib' (disentanglement_lib's study configs) or 'paper' (the paper code's).
     module: the module that registers its evaluation function with gin, if it is ours.
+    cost: roughly its seconds at its config's sizes on a 2-core CPU, dataset loading excluded
+      (bench/RESULTS.md); `lievae_evaluate --metric_processes=N` starts the costliest first.
   """
   name: str
   score_key: str
@@ -48,6 +50,7 @@ class Metric:
   small_bindings: tuple = ()
   protocol: str = "dlib"
   module: str = None
+  cost: float = 10
 
   @property
   def gin_config(self):
@@ -103,17 +106,20 @@ register(Metric("factor_vae", "eval_accuracy", ("factor_vae_score", "prune_dims"
                 dlib_config="factor_vae_metric.gin",
                 small_bindings=("factor_vae_score.num_variance_estimate = 5000",
                                 "factor_vae_score.num_train = 1000",
-                                "factor_vae_score.num_eval = 500")))
+                                "factor_vae_score.num_eval = 500"),
+                cost=123))
 register(Metric("beta_vae", "eval_accuracy", ("beta_vae_sklearn",),
                 dlib_config="beta_vae_sklearn.gin",
                 small_bindings=("beta_vae_sklearn.num_train = 1000",
-                                "beta_vae_sklearn.num_eval = 500")))
+                                "beta_vae_sklearn.num_eval = 500"),
+                cost=245))
 register(Metric("mig", "discrete_mig", ("mig", "discretizer"), dlib_config="mig.gin",
                 small_bindings=("mig.num_train = 5000",)))
 register(Metric("sap", "SAP_score", ("sap_score",), dlib_config="sap_score.gin",
                 small_bindings=("sap_score.num_train = 2000", "sap_score.num_test = 1000")))
 register(Metric("dci", "disentanglement", ("dci",), dlib_config="dci.gin",
-                small_bindings=("dci.num_train = 1000", "dci.num_test = 500")))
+                small_bindings=("dci.num_train = 1000", "dci.num_test = 500"),
+                cost=300))
 register(Metric("modularity", "modularity_score", ("modularity_explicitness", "discretizer"),
                 dlib_config="modularity_explicitness.gin",
                 small_bindings=("modularity_explicitness.num_train = 2000",
@@ -122,12 +128,14 @@ register(Metric("modularity", "modularity_score", ("modularity_explicitness", "d
 register(Metric("downstream_boosted_trees", "10000:mean_test_accuracy",
                 ("downstream_task", "predictor"), dlib_config="downstream_task_boosted_trees.gin",
                 small_bindings=("downstream_task.num_train = [10, 100]",
-                                "downstream_task.num_test = 500")))
+                                "downstream_task.num_test = 500"),
+                cost=337))
 register(Metric("downstream_logistic_regression", "10000:mean_test_accuracy",
                 ("downstream_task", "predictor"),
                 dlib_config="downstream_task_logistic_regression.gin",
                 small_bindings=("downstream_task.num_train = [10, 100]",
-                                "downstream_task.num_test = 500")))
+                                "downstream_task.num_test = 500"),
+                cost=113))
 register(Metric("unsupervised", "gaussian_total_correlation",
                 ("unsupervised_metrics", "discretizer"), dlib_config="unsupervised.gin",
                 small_bindings=("unsupervised_metrics.num_train = 2000",)))
@@ -143,7 +151,8 @@ register(Metric("paper_factor_vae", "eval_accuracy", ("factor_vae_score", "prune
                 own_config="paper_factor_vae.gin", protocol="paper",
                 small_bindings=("factor_vae_score.num_variance_estimate = 5000",
                                 "factor_vae_score.num_train = 1000",
-                                "factor_vae_score.num_eval = 500")))
+                                "factor_vae_score.num_eval = 500"),
+                cost=123))
 register(Metric("paper_beta_vae", "eval_accuracy", ("paper_beta_vae",),
                 own_config="paper_beta_vae.gin", protocol="paper", module=_PAPER_MODULE))
 register(Metric("paper_mig", "discrete_mig", ("paper_mig",), own_config="paper_mig.gin",
@@ -151,7 +160,7 @@ register(Metric("paper_mig", "discrete_mig", ("paper_mig",), own_config="paper_m
 register(Metric("paper_sap", "SAP_score", ("sap_score",), own_config="paper_sap.gin",
                 protocol="paper"))
 register(Metric("paper_dci", "disentanglement", ("dci",), own_config="paper_dci.gin",
-                protocol="paper"))
+                protocol="paper", cost=30))
 register(Metric("paper_modularity", "modularity_score", ("modularity_explicitness", "discretizer"),
                 own_config="paper_modularity.gin", protocol="paper"))
 register(Metric("paper_unsupervised", "mutual_info_score", ("unsupervised_metrics", "discretizer"),

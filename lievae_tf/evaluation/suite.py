@@ -20,13 +20,21 @@ ties between equally good splits with it), so the stock `dlib_evaluate` gives a 
 every run (0.1441 and 0.1430 for one model, two runs). Here the global state is seeded with the
 metric's `evaluation.random_seed` before each metric: the same scores every run and whatever
 ran before, and those of a stock `dlib_evaluate` whose process seeded it alike (the test does).
-Metrics run one after the other: each sets the global gin configuration and that global state.
+Within a process metrics run one after the other: each sets the global gin configuration and that
+global state. `processes > 1` runs them in that many worker processes side by side (each loads the
+dataset and the module once, so memory grows with the count), the costliest first, each taken by
+the next idle worker; every metric's result depends only on its own seeded random states, so it
+is the same whichever worker runs it and whatever ran before in that worker.
 """
 
+import concurrent.futures
 import contextlib
 import inspect
+import multiprocessing
 import os
 import time
+
+from lievae_tf.errors import UserError
 
 
 class _SharedConstructors:
@@ -90,26 +98,71 @@ def _shared_loads():
         setattr(named_data, name, module)
 
 
-def evaluate_metrics(representation_dir, jobs, log=print):
-  """Runs dlib's `evaluate_with_gin(representation_dir, output_dir, overwrite=True, [config],
-  bindings)` for each (name, output_dir, gin_config, bindings) of `jobs`, in order, as
-  `dlib_evaluate --overwrite` would; returns {name: seconds}."""
+def _evaluate_one(representation_dir, job, log):
+  """dlib's `evaluate_with_gin` of one (name, output_dir, gin_config, bindings), with NumPy's
+  global random state seeded (see above); returns the seconds it took."""
   import gin  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from disentanglement_lib.evaluation import evaluate  # pylint: disable=g-import-not-at-top
-  seconds = {}
-  with _shared_loads():
-    for name, output_dir, gin_config, bindings in jobs:
-      started = time.time()
-      log(f"evaluate_{name} ...")
-      gin.clear_config()  # as a fresh dlib_evaluate process starts
-      try:
-        # dlib's `evaluate_with_gin`, with NumPy's global random state seeded (see above).
-        gin.parse_config_files_and_bindings([gin_config], list(bindings))
-        np.random.seed(gin.query_parameter("evaluation.random_seed"))
-        evaluate.evaluate(representation_dir, output_dir, True)
-      finally:
-        gin.clear_config()
-      seconds[name] = time.time() - started
-      log(f"evaluate_{name} done in {seconds[name]:.0f} s")
+  name, output_dir, gin_config, bindings = job
+  started = time.time()
+  log(f"evaluate_{name} ...")
+  gin.clear_config()  # as a fresh dlib_evaluate process starts
+  try:
+    gin.parse_config_files_and_bindings([gin_config], list(bindings))
+    np.random.seed(gin.query_parameter("evaluation.random_seed"))
+    evaluate.evaluate(representation_dir, output_dir, True)
+  finally:
+    gin.clear_config()
+  seconds = time.time() - started
+  log(f"evaluate_{name} done in {seconds:.0f} s")
   return seconds
+
+
+# A worker process's shared loads, open until the process ends.
+_WORKER_LOADS = contextlib.ExitStack()
+
+
+def _start_worker():
+  from lievae_tf import compat  # pylint: disable=g-import-not-at-top
+  compat.apply()  # the site hook's shims (our metrics, the lean Shapes3D), also without it
+  _WORKER_LOADS.enter_context(_shared_loads())
+
+
+def _worker_evaluate(representation_dir, job):
+  return _evaluate_one(representation_dir, job, log=lambda m: print(m, flush=True))
+
+
+def evaluate_metrics(representation_dir, jobs, log=print, processes=1, costs=None):
+  """Runs dlib's `evaluate_with_gin(representation_dir, output_dir, overwrite=True, [config],
+  bindings)` for each (name, output_dir, gin_config, bindings) of `jobs`, as
+  `dlib_evaluate --overwrite` would; returns {name: seconds}.
+
+  processes: worker processes running metrics side by side (1: all in this process, in order);
+  costs: {name: relative cost}, to start the costliest first.
+  """
+  if processes < 1:
+    raise UserError(f"metric processes = {processes}: give 1 or more.")
+  jobs = list(jobs)
+  if processes == 1 or len(jobs) == 1:
+    with _shared_loads():
+      return {job[0]: _evaluate_one(representation_dir, job, log) for job in jobs}
+  costs = costs or {}
+  ordered = sorted(jobs, key=lambda job: -costs.get(job[0], 0))  # stable: ties keep their order
+  # spawn, not fork: TensorFlow's thread pools do not survive a fork.
+  context = multiprocessing.get_context("spawn")
+  seconds = {}
+  with concurrent.futures.ProcessPoolExecutor(min(processes, len(jobs)), mp_context=context,
+                                              initializer=_start_worker) as pool:
+    futures = {pool.submit(_worker_evaluate, representation_dir, job): job[0] for job in ordered}
+    try:
+      for future in concurrent.futures.as_completed(futures):
+        seconds[futures[future]] = future.result()
+    except concurrent.futures.process.BrokenProcessPool as e:
+      raise UserError(f"a metric worker process died ({e}); if it ran out of memory, use fewer "
+                      "metric processes (each holds the dataset).") from None
+    except BaseException:
+      for future in futures:
+        future.cancel()
+      raise
+  return {job[0]: seconds[job[0]] for job in jobs}

@@ -3,8 +3,10 @@
 A study is a set of settings (gin files + bindings, each named) and the metrics that score them.
 `lievae_sweep --study=NAME --seeds=0-9 --output_dir=DIR` expands it into runs
 `DIR/<setting>/seed<k>` (each a `--model_dir`), and runs every step that is not finished yet with
-the real commands, as subprocesses: `lievae_train`, then the stock `dlib_postprocess` and
-`dlib_evaluate`; at the end `dlib_aggregate_results` writes `DIR/results.json`. A step is finished
+the real commands, as subprocesses: `lievae_train`, then the stock `dlib_postprocess`, then
+`lievae_evaluate` (dlib's own evaluation of each metric, in one process per run; or with
+`--noone_process` the stock `dlib_evaluate` per metric); at the end `dlib_aggregate_results` writes
+`DIR/results.json`. A step is finished
 when its `results/aggregate/<step>.json` exists (dlib writes it last), so an interrupted sweep
 resumes where it stopped; `lievae_train` itself resumes an unfinished training from its checkpoint.
 Finished steps are not re-checked against changed flags: to redo a run, delete its directory.
@@ -96,8 +98,12 @@ class Run:
   """One (setting, seed): its model_dir and the commands of its steps."""
 
   def __init__(self, output_dir, setting, seed, metrics, extra_bindings=(),
-               metric_bindings=()):
+               metric_bindings=(), study=None, metric_processes=None):
     self.setting, self.seed, self.metrics = setting, seed, metrics
+    # study: its name, for `lievae_evaluate --study` (the study's metric sizes); metric_processes:
+    # None scores with one stock dlib_evaluate per metric, N with one `lievae_evaluate` running
+    # the run's pending metrics in N processes (evaluation/suite.py).
+    self.study, self.metric_processes = study, metric_processes
     self.name = f"{setting.name}/seed{seed}"
     self.model_dir = os.path.join(output_dir, setting.name, f"seed{seed}")
     self.log_dir = os.path.join(output_dir, "logs", setting.name, f"seed{seed}")
@@ -135,7 +141,19 @@ class Run:
     return steps
 
   def pending(self):
-    return [s for s in self.steps() if not os.path.isfile(s[1])]
+    """The steps not finished yet; with `metric_processes`, the pending metrics as one step."""
+    pending = [s for s in self.steps() if not os.path.isfile(s[1])]
+    metrics = [step[len("evaluate_"):] for step, _, _ in pending if step.startswith("evaluate_")]
+    if not self.metric_processes or not metrics:
+      return pending
+    command = commands.console_command("lievae_evaluate") + [
+        f"--model_dir={self.model_dir}", f"--study={self.study}", f"--metrics={','.join(metrics)}",
+        "--protocol=dlib",  # the names are final: paper_<metric> stays as it is
+        f"--metric_processes={self.metric_processes}", "--nopostprocess", "--noaggregate"]
+    command += [f"--metric_bindings={b}" for b in self.metric_bindings]
+    markers = [marker for step, marker, _ in pending if step.startswith("evaluate_")]
+    return [s for s in pending if not s[0].startswith("evaluate_")] + [
+        ("evaluate_" + "+".join(metrics), markers[-1], command)]
 
 
 def evaluate_gin(metric, bindings):
@@ -189,7 +207,10 @@ def choose_metrics(study, metrics=None, protocol="dlib"):
 
 
 def expand(study, output_dir, seeds, settings=None, extra_bindings=(), metric_bindings=(),
-           metrics=None, protocol="dlib"):
+           metrics=None, protocol="dlib", study_name=None, metric_processes=None):
+  """The runs of a study; `metric_processes` (needs `study_name`): see `Run`."""
+  if metric_processes and not study_name:
+    raise ValueError("metric_processes needs the study's name")
   chosen = list(study.settings)
   if settings:
     unknown = sorted(set(settings) - {s.name for s in chosen})
@@ -198,7 +219,8 @@ def expand(study, output_dir, seeds, settings=None, extra_bindings=(), metric_bi
                       f"{[s.name for s in chosen]}.")
     chosen = [s for s in chosen if s.name in settings]
   chosen_metrics = choose_metrics(study, metrics, protocol)
-  return [Run(output_dir, s, seed, chosen_metrics, extra_bindings, metric_bindings)
+  return [Run(output_dir, s, seed, chosen_metrics, extra_bindings, metric_bindings, study_name,
+              metric_processes)
           for s in chosen for seed in seeds]
 
 
@@ -264,12 +286,15 @@ def run_sweep(runs, output_dir, jobs=1, env=None):
   return results
 
 
-def evaluate_model(model_dir, metrics, metric_bindings=(), env=None, one_process=False):
+def evaluate_model(model_dir, metrics, metric_bindings=(), env=None, one_process=False,
+                   metric_processes=1, postprocess=True, aggregate=True):
   """`lievae_evaluate`: postprocess (mean) and the given metrics on a trained model_dir, then
   every evaluation of it (both protocols' alike) aggregated into model_dir/metrics/results.json.
 
-  `one_process`: the metrics run in this process (`evaluation.suite`: dlib's own evaluation of
-  each, with the dataset and the module loaded once) instead of one `dlib_evaluate` each.
+  `one_process`: the metrics run in `metric_processes` processes (`evaluation.suite`: dlib's own
+  evaluation of each, with the dataset and the module loaded once per process) instead of one
+  `dlib_evaluate` each. `postprocess`/`aggregate`: false skips that step (a sweep runs them
+  itself).
   """
   if not model_dir_lib.is_finished(model_dir):
     raise UserError(f"{model_dir} holds no finished model (results/aggregate/train.json is "
@@ -281,8 +306,13 @@ def evaluate_model(model_dir, metrics, metric_bindings=(), env=None, one_process
   run.log_dir = os.path.join(run.model_dir, "evaluate_logs")
   env = dict(env or os.environ)
   steps = run.steps()[1:]  # everything after training, always redone
+  if not postprocess:
+    if not os.path.isfile(steps[0][1]):
+      raise UserError(f"{run.representation_dir} holds no finished postprocessing: run "
+                      "lievae_evaluate without --nopostprocess.")
+    steps = steps[1:]
   if one_process:
-    steps = steps[:1]  # the postprocessing; the metrics follow below
+    steps = steps[:1] if postprocess else []  # the metrics follow below
   for step, _, command in steps:
     started = time.time()
     print(f"{step} ...", flush=True)
@@ -293,7 +323,11 @@ def evaluate_model(model_dir, metrics, metric_bindings=(), env=None, one_process
     jobs = [(metric, run.metric_dir(metric)) + evaluate_gin(metric, list(bindings) +
                                                             run.metric_bindings)
             for metric, bindings in run.metrics]
-    suite.evaluate_metrics(run.representation_dir, jobs, log=lambda m: print(m, flush=True))
+    suite.evaluate_metrics(run.representation_dir, jobs, log=lambda m: print(m, flush=True),
+                           processes=metric_processes,
+                           costs={m: registry.get(m).cost for m, _ in run.metrics})
+  if not aggregate:
+    return run
   metrics_dir = os.path.join(run.model_dir, "metrics")
   commands.run_logged(
       aggregate_command(metrics_dir, os.path.join(metrics_dir, "*", "*", "results", "aggregate",

@@ -238,12 +238,13 @@ def test_malformed_tf_config_is_a_clear_error(tf_config, words):
   assert "TF_CONFIG" in str(error.value)
 
 
-def _start_workers(model_dir, ports, bindings, indexes=(0, 1)):
-  """`lievae_train` as worker `index` of a localhost cluster, for each of `indexes`."""
+def _start_workers(model_dir, ports, bindings, indexes=(0, 1), extra_env=None):
+  """`lievae_train` as worker `index` of a localhost cluster, for each of `indexes`;
+  `extra_env`: {index: environment variables of that worker}."""
   cluster = {"worker": [f"localhost:{p}" for p in ports]}
   processes = {}
   for index in indexes:
-    env = dict(os.environ, TF_CONFIG=json.dumps(
+    env = dict(os.environ, **(extra_env or {}).get(index, {}), TF_CONFIG=json.dumps(
         {"cluster": cluster, "task": {"type": "worker", "index": index}}))
     processes[index] = subprocess.Popen(
         [os.path.join(conftest.BIN, "lievae_train"), *conftest.train_args(model_dir, *bindings)],
@@ -342,3 +343,36 @@ def test_shared_model_dir_survives_preemption_and_a_lost_worker(tmp_path):
   for name in single:
     # Float summation order differs (two workers sum two half-batch gradients).
     np.testing.assert_allclose(workers[name], single[name], rtol=1e-3, atol=1e-5, err_msg=name)
+
+
+# Loaded by worker 1 at start-up (Python imports `sitecustomize` from PYTHONPATH): on SIGUSR1 its
+# main thread stops in Python while its TensorFlow threads (the heartbeats too) keep running, as in
+# a deadlock or a hung file system. The cluster sees a live worker that never joins a collective.
+_HANG_ON_SIGUSR1 = "import signal, time\nsignal.signal(signal.SIGUSR1, lambda *_: time.sleep(3600))\n"
+
+
+def test_a_hung_worker_stops_the_others_within_the_collective_timeout(tmp_path):
+  (tmp_path / "hang").mkdir()
+  (tmp_path / "hang" / "sitecustomize.py").write_text(_HANG_ON_SIGUSR1)
+  model_dir = str(tmp_path / "shared")
+  timeout = 10
+  bindings = ["model.training_steps = 100000", "training.checkpoint_every = 3",
+              "training.log_every = 1000", "training.image_every = 0",
+              "training.strategy = 'multi_worker'", f"training.collective_timeout = {timeout}"]
+  processes = _start_workers(model_dir, _free_ports(2), bindings,
+                             extra_env={1: {"PYTHONPATH": str(tmp_path / "hang")}})
+  try:
+    _wait_for_checkpoint_after(0, model_dir, processes)
+    processes[1].send_signal(signal.SIGUSR1)
+    hung = time.time()
+    code, stderr = _finish({0: processes[0]}, timeout=timeout + 240)[0]
+    waited = time.time() - hung
+  finally:
+    processes[1].kill()
+  message = _one_line_error(stderr)
+  assert code != 0 and "Re-run every worker" in message, message
+  assert (f"worker 1 did not take part in a collective operation within "
+          f"training.collective_timeout = {timeout} s") in message, message
+  # Not the heartbeats (they kept going) but the collective's own deadline, then the exit (slow
+  # on a loaded machine; without the timeout it would wait forever).
+  assert timeout - 1 < waited < timeout + 180, (waited, message)

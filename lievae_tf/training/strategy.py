@@ -116,12 +116,17 @@ def lost_worker_error(error, collective_timeout, checkpoint_dir):
   """The one-line UserError for `error` (one of PEER_FAILURES) in a multi-worker run."""
   text = getattr(error, "message", None) or str(error)
   tasks = re.findall(r"/job:(\w+)/(?:replica:\d+/)?task:(\d+)", text)
-  own = parse_tf_config(os.environ.get("TF_CONFIG", ""))[1:]
+  cluster, *own = parse_tf_config(os.environ.get("TF_CONFIG", ""))
+  own = tuple(own)
   others = [f"{job} {index}" for job, index in dict.fromkeys(tasks) if (job, int(index)) != own]
   if others:
     what = f"lost contact with {', '.join(others)} of the cluster"
   elif isinstance(error, tf.errors.DeadlineExceededError):
-    what = (f"another worker did not take part in a collective operation within "
+    # TF's timeout names no task; with one other task there is only one it can be.
+    rest = [f"{job} {i}" for job, addresses in cluster.items() for i in range(len(addresses))
+            if (job, i) != own]
+    who = rest[0] if len(rest) == 1 else f"another worker (one of {', '.join(rest)})"
+    what = (f"{who} did not take part in a collective operation within "
             f"training.collective_timeout = {collective_timeout:g} s")
   else:
     what = "lost contact with the cluster"

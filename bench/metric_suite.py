@@ -12,8 +12,8 @@ nine `unsupervised_study_v1` configs and factor_leakage, at their standard sizes
             task draws from it: unseeded, the stock DCI differs from run to run);
   suite_N   `lievae_evaluate --metrics=all --metric_processes=N` (dlib's own evaluation of each
             metric, in N processes side by side, each loading the dataset and module once).
-Prints each side's wall time and peak resident memory (its largest single process), its ratio to
-the stock side, and whether every metric's results equal the stock ones (bit for bit, except the
+Prints each side's wall time, CPU time and peak resident memory (its largest single process), its
+ratio to the stock side, and whether every metric's results equal the stock ones (bit for bit, except the
 per-run `uuid` and `elapsed_time` dlib writes).
 
 Data: the full-size SYNTHETIC dSprites grid (737,280 images, `lievae_make_data`), written to
@@ -39,6 +39,9 @@ SEEDED = ("import runpy, sys, numpy; numpy.random.seed(int(sys.argv[1])); "
           "sys.argv = sys.argv[2:]; runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
+CPU_SECONDS = [0.0]  # of every command run so far, their waited-for workers included
+
+
 def run(args, env, log_path):
   """Runs a command with its output in `log_path`; returns (wall s, its peak RSS in GB)."""
   started = time.time()
@@ -47,6 +50,7 @@ def run(args, env, log_path):
     _, status, usage = os.wait4(process.pid, 0)
   if os.waitstatus_to_exitcode(status):
     sys.exit(f"{' '.join(args[:2])} failed; see {log_path}")
+  CPU_SECONDS[0] += usage.ru_utime + usage.ru_stime
   return time.time() - started, usage.ru_maxrss / 1e6
 
 
@@ -128,20 +132,23 @@ def main():
     side_dir = os.path.join(run_dir, side)
     os.makedirs(side_dir)
     print(f"{side} ...", flush=True)
+    cpu_before = CPU_SECONDS[0]
     if side == "stock":
       wall, peak = stock_side(model_dir, side_dir, env)
     elif re.fullmatch(r"suite_\d+", side):
       wall, peak = suite_side(model_dir, side_dir, int(side.split("_")[1]), env)
     else:
       sys.exit(f"--sides: unknown side {side!r} (stock, suite_N)")
-    figures[side] = {"wall_s": round(wall, 1), "peak_rss_gb": round(peak, 2)}
+    figures[side] = {"wall_s": round(wall, 1), "cpu_s": round(CPU_SECONDS[0] - cpu_before, 1),
+                     "peak_rss_gb": round(peak, 2)}
     print(f"{side}: {wall:.0f} s", flush=True)
 
   from lievae_tf.evaluation import registry  # pylint: disable=g-import-not-at-top
   stock_dir = os.path.join(run_dir, "stock")
   print(f"\nThe full metric suite of one model ({len(registry.names(protocol='dlib'))} metrics, "
         f"standard sizes), outputs in {run_dir}:")
-  print(f"{'side':<10} {'wall s':>8} {'min':>6} {'vs stock':>9} {'peak RSS GB':>12}  scores")
+  print(f"{'side':<10} {'wall s':>8} {'min':>6} {'vs stock':>9} {'CPU s':>7} {'peak RSS GB':>12}"
+        "  scores")
   for side, figure in figures.items():
     if side == "stock":
       verdict = "(baseline)"
@@ -153,7 +160,8 @@ def main():
       figure["differ"] = differ
     figure["vs_stock"] = round(figures["stock"]["wall_s"] / figure["wall_s"], 3)
     print(f"{side:<10} {figure['wall_s']:>8.0f} {figure['wall_s'] / 60:>6.1f} "
-          f"{figure['vs_stock']:>8.2f}x {figure['peak_rss_gb']:>12.2f}  {verdict}")
+          f"{figure['vs_stock']:>8.2f}x {figure['cpu_s']:>7.0f} {figure['peak_rss_gb']:>12.2f}  "
+          f"{verdict}")
   print(json.dumps(figures))
 
 

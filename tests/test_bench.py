@@ -11,7 +11,8 @@ import conftest
 
 def test_train_throughput_json_has_every_setting_and_a_failed_lever_is_reported():
   script = os.path.join(conftest.REPO, "bench", "train_throughput.py")
-  small = ["--batch_sizes", "32", "--rounds", "1", "--images_per_round", "96",
+  # Batch 8, 3 steps a round: the figures are not asserted, only that every side runs and reports.
+  small = ["--batch_sizes", "8", "--rounds", "1", "--images_per_round", "24",
            "--warmup_steps", "1"]
   result = subprocess.run([sys.executable, script, "--only", "lievae", "--json"] + small,
                           capture_output=True, text=True, timeout=600, check=False)

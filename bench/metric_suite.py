@@ -33,10 +33,6 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 FULL_DSPRITES = "1,3,6,40,32,32"
-PER_RUN = {"uuid", "elapsed_time"}  # written by dlib on every run
-# The stock command in a process whose NumPy global random state is seeded first.
-SEEDED = ("import runpy, sys, numpy; numpy.random.seed(int(sys.argv[1])); "
-          "sys.argv = sys.argv[2:]; runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
 CPU_SECONDS = [0.0]  # of every command run so far, their waited-for workers included
@@ -72,30 +68,16 @@ def prepare(work_dir, data_dir, env):
   return model_dir
 
 
-def results(metric_dir):
-  found = {}
-  for name in ("evaluation_results", "evaluation_config"):
-    with open(os.path.join(metric_dir, "results", "json", f"{name}.json")) as f:
-      found[name] = {k: v for k, v in json.load(f).items() if k not in PER_RUN}
-  return found
-
-
-def random_seed(gin_config):
-  with open(gin_config) as f:
-    found = re.search(r"^evaluation\.random_seed\s*=\s*(\d+)", f.read(), re.M)
-  return int(found.group(1)) if found else 0
-
-
 def stock_side(model_dir, side_dir, env):
   from lievae_tf.evaluation import registry  # pylint: disable=g-import-not-at-top
+  from lievae_tf.evaluation import suite  # pylint: disable=g-import-not-at-top
   from lievae_tf.pipeline import sweep  # pylint: disable=g-import-not-at-top
   representation = os.path.join(model_dir, "postprocessed", "mean")
   wall = peak = 0.0
   for metric in registry.names(protocol="dlib"):
     command = sweep.evaluate_command(representation, os.path.join(side_dir, metric), metric, [])
-    seed = random_seed(registry.get(metric).gin_config)
-    seconds, rss = run([sys.executable, "-c", SEEDED, str(seed)] + command, env,
-                       os.path.join(side_dir, f"{metric}.log"))
+    seconds, rss = run(suite.seeded_stock_command(command, registry.get(metric).gin_config),
+                       env, os.path.join(side_dir, f"{metric}.log"))
     print(f"  {metric}: {seconds:.0f} s, {rss:.2f} GB", flush=True)
     wall, peak = wall + seconds, max(peak, rss)
   return wall, peak
@@ -143,7 +125,7 @@ def main():
                      "peak_rss_gb": round(peak, 2)}
     print(f"{side}: {wall:.0f} s", flush=True)
 
-  from lievae_tf.evaluation import registry  # pylint: disable=g-import-not-at-top
+  from lievae_tf.evaluation import registry, suite  # pylint: disable=g-import-not-at-top
   stock_dir = os.path.join(run_dir, "stock")
   print(f"\nThe full metric suite of one model ({len(registry.names(protocol='dlib'))} metrics, "
         f"standard sizes), outputs in {run_dir}:")
@@ -154,8 +136,8 @@ def main():
       verdict = "(baseline)"
     else:
       differ = [m for m in registry.names(protocol="dlib")
-                if results(os.path.join(run_dir, side, "metrics", m)) !=
-                results(os.path.join(stock_dir, m))]
+                if suite.comparable_results(os.path.join(run_dir, side, "metrics", m)) !=
+                suite.comparable_results(os.path.join(stock_dir, m))]
       verdict = "all equal to stock" if not differ else f"DIFFER from stock: {differ}"
       figure["differ"] = differ
     figure["vs_stock"] = round(figures["stock"]["wall_s"] / figure["wall_s"], 3)

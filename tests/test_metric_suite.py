@@ -2,34 +2,18 @@
 the dataset and module loaded once per process) with the results of the stock `dlib_evaluate`
 commands, bit for bit (small sizes, the same model and seeds)."""
 
-import json
 import os
 import shutil
-import sys
 
 import conftest
 from lievae_tf.evaluation import registry
+from lievae_tf.evaluation import suite
 from lievae_tf.pipeline import sweep
 
-# Written by dlib on every run: a random id and the wall time.
-_PER_RUN = {"uuid", "elapsed_time"}
 # Smaller still than the registry's small sizes for the two metrics that encode the most.
 _TINY = ("factor_vae_score.num_variance_estimate = 1000", "factor_vae_score.num_train = 100",
          "factor_vae_score.num_eval = 50", "beta_vae_sklearn.num_train = 100",
          "beta_vae_sklearn.num_eval = 50")
-# The stock command in a process whose NumPy global random state is seeded with 0, every
-# config's `evaluation.random_seed`: dlib never seeds it, and the gradient boosting of DCI and of
-# the boosted-trees downstream task breaks ties with it (evaluation/suite.py).
-_SEEDED = ("import runpy, sys, numpy; numpy.random.seed(0); sys.argv = sys.argv[1:]; "
-           "runpy.run_path(sys.argv[0], run_name='__main__')")
-
-
-def _results(metric_dir):
-  found = {}
-  for name in ("evaluation_results", "evaluation_config"):
-    with open(os.path.join(metric_dir, "results", "json", f"{name}.json")) as f:
-      found[name] = {k: v for k, v in json.load(f).items() if k not in _PER_RUN}
-  return found
 
 
 def test_all_metrics_in_one_process_equal_the_stock_commands(trained_model_dir, tmp_path):
@@ -53,10 +37,12 @@ def test_all_metrics_in_one_process_equal_the_stock_commands(trained_model_dir, 
   representation_dir = os.path.join(model_dir, "postprocessed", "mean")
   for metric in metrics:
     stock_dir = str(tmp_path / "stock" / metric)
-    stock = conftest.command(sys.executable, "-c", _SEEDED, *sweep.evaluate_command(
-        representation_dir, stock_dir, metric, small))
+    # Seeded as the suite seeds NumPy's global state (DCI's and the downstream task's gradient
+    # boosting draw from it; dlib never seeds it).
+    stock = conftest.command(*suite.seeded_stock_command(sweep.evaluate_command(
+        representation_dir, stock_dir, metric, small), registry.get(metric).gin_config))
     assert stock.returncode == 0, stock.stderr[-3000:]
-    one_process = _results(os.path.join(model_dir, "metrics", "mean", metric))
-    assert one_process == _results(stock_dir), metric
+    one_process = suite.comparable_results(os.path.join(model_dir, "metrics", "mean", metric))
+    assert one_process == suite.comparable_results(stock_dir), metric
     assert registry.get(metric).score_key in one_process["evaluation_results"] or (
         metric.startswith("downstream"))  # scored at 10 and 100 training points here

@@ -30,8 +30,11 @@ is the same whichever worker runs it and whatever ran before in that worker.
 import concurrent.futures
 import contextlib
 import inspect
+import json
 import multiprocessing
 import os
+import re
+import sys
 import time
 
 from lievae_tf.errors import UserError
@@ -166,3 +169,30 @@ def evaluate_metrics(representation_dir, jobs, log=print, processes=1, costs=Non
         future.cancel()
       raise
   return {job[0]: seconds[job[0]] for job in jobs}
+
+
+# Written by dlib on every run: a random id and the wall time.
+PER_RUN_KEYS = {"uuid", "elapsed_time"}
+
+
+def comparable_results(metric_dir):
+  """{'evaluation_results', 'evaluation_config'} of a metric's output directory, without the
+  per-run keys: equal for two runs that computed the same thing."""
+  found = {}
+  for name in ("evaluation_results", "evaluation_config"):
+    with open(os.path.join(metric_dir, "results", "json", f"{name}.json")) as f:
+      found[name] = {k: v for k, v in json.load(f).items() if k not in PER_RUN_KEYS}
+  return found
+
+
+def seeded_stock_command(command, gin_config):
+  """`command` (a stock `dlib_evaluate` command line) run by this Python after seeding NumPy's
+  global random state with `gin_config`'s `evaluation.random_seed`, as this suite does (see
+  above): what the suite's results are compared with."""
+  with open(gin_config) as f:
+    found = re.search(r"^evaluation\.random_seed\s*=\s*(\d+)", f.read(), re.M)
+  seed = int(found.group(1)) if found else 0
+  return [sys.executable, "-c",
+          "import runpy, sys, numpy; numpy.random.seed(int(sys.argv[1])); "
+          "sys.argv = sys.argv[2:]; runpy.run_path(sys.argv[0], run_name='__main__')",
+          str(seed)] + list(command)

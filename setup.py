@@ -32,7 +32,7 @@ setuptools.setup(
     install_requires=_requirements("requirements-common.txt"),
     # torch (CPU build) only for importing the paper's PyTorch checkpoints and the parity tests:
     # `pip install -e ".[torch]"`. Pinned: an unpinned torch pulls a CUDA build of several GB.
-    extras_require={"test": ["pytest", "pytest-xdist==3.8.0"], "torch": ["torch==2.13.0"],
+    extras_require={"test": ["pytest==8.4.2", "pytest-xdist==3.8.0"], "torch": ["torch==2.13.0"],
                     "cpu": _requirements("requirements.txt"),
                     "gpu": _requirements("requirements-gpu.txt")},
 )

@@ -26,6 +26,10 @@ atexit.register(shutil.rmtree, DATA_ROOT, ignore_errors=True)
 synthetic.write_synthetic_dsprites(DATA_ROOT, TINY_GRID)
 os.environ["DISENTANGLEMENT_LIB_DATA"] = DATA_ROOT
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+# One thread per TF op, here and in every command a test runs: the suite runs tests side by side
+# (pytest-xdist) on few cores, where TF's spinning thread pools would burn the cores the other
+# tests need. The tests' models are tiny; no test depends on the thread count.
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 
 # A short run of the paper's dSprites setting: the bindings every training test starts from.
 SMALL_RUN = [
@@ -82,15 +86,27 @@ def shapes3d_model_dir(shapes3d_h5, tmp_path_factory):
 _RUNS_COMMANDS = ("command(", "subprocess")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(items):
   """Marks `commands` every test that runs a real command in a subprocess, itself or through a
   fixture (e.g. a model trained by `lievae_train`), so that `pytest -m "not commands"` runs the
-  fast in-process tests alone."""
+  fast in-process tests alone.
+
+  For parallel runs (scripts/test.sh: pytest-xdist, --dist=loadgroup), the tests of a module that
+  share a module-scoped fixture are grouped onto one worker, so that the fixture is built once;
+  every other test may run on any worker. The `commands` tests, the long ones, go first, so that
+  the quick in-process tests fill the workers' gaps at the end instead of a long test running alone.
+  """
   import inspect  # pylint: disable=g-import-not-at-top
   for item in items:
     functions = [getattr(item, "function", None)]
+    module_scoped = False
     for definitions in item._fixtureinfo.name2fixturedefs.values():  # pylint: disable=protected-access
       functions += [definition.func for definition in definitions]
+      module_scoped |= any(definition.scope == "module" for definition in definitions)
     sources = [inspect.getsource(f) for f in functions if f is not None and inspect.isfunction(f)]
     if any(marker in source for source in sources for marker in _RUNS_COMMANDS):
       item.add_marker(pytest.mark.commands)
+    if module_scoped:
+      item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+  items.sort(key=lambda item: item.get_closest_marker("commands") is None)

@@ -4,10 +4,14 @@ Two parts (`--parts`):
 
 throughput: images/s of the encoder mean, at the batch sizes dlib's metrics call it with (16 in
   `generate_batch_factor_code`: MIG, DCI, SAP, modularity, downstream, unsupervised; 64 in the
-  beta-VAE and FactorVAE metrics), through four paths:
-    hub          `hub.eval_function_for_module` on the postprocessed module, called exactly as
+  beta-VAE and FactorVAE metrics), through five paths:
+    hub_frozen   how dlib scores here: the `eval_function_for_module` of dlib's `evaluate.hub`
+                 (`lievae_tf.evaluation.frozen_module`: the module's weights frozen to constants) on
+                 the postprocessed module, called exactly as
                  `disentanglement_lib/evaluation/evaluate.py` does (signature "representation",
                  `np.array(output["default"])`);
+    hub          the same through the stock `tensorflow_hub.eval_function_for_module` (how dlib
+                 scored before, and with LIEVAE_TF_FROZEN_SCORING=0);
     keras        `LieGroupVAE.gaussian_encoder` called eagerly, `.numpy()` of the mean;
     keras_tf_fn  the same in a `tf.function` (one trace for any batch size);
     torch        `torch_reference.Encoder` under `torch.inference_mode()` (channels-first
@@ -15,7 +19,9 @@ throughput: images/s of the encoder mean, at the batch sizes dlib's metrics call
   Each path lives in its own subprocess (TF's and torch's thread pools in one process fight) with
   2 threads; only one works at a time. A round asks every path in turn (order rotated each round)
   to encode the same fixed images; warm-up calls are excluded. Printed: the median images/s with
-  min and max over rounds, and each path's median ratio to torch within the same round.
+  min and max over rounds, and each path's median ratio to torch within the same round;
+  `--json_line` then prints one JSON line: {"batch_16": {"vs_torch": <hub_frozen>,
+  "stock_hub_vs_torch": <hub>}, "batch_64": {...}} (median ratios).
 
 metric_suite (opt-in, ~30+ min on 2 cores): every `unsupervised_study_v1` metric config (9 files:
   the issue's "eight" counts the two downstream_task variants as one) at its standard sizes, each
@@ -31,6 +37,8 @@ Ratios, not absolute times, are the result: other load on the machine moves sing
   export DISENTANGLEMENT_LIB_DATA=runs/bench_data  # full-size dSprites (lievae_make_data)
   python bench/representation_throughput.py \\
       --model_dir=runs/bench_representation_model --rounds=15
+  python bench/representation_throughput.py --model_dir=runs/bench_representation_model \\
+      --rounds=15 --paths=hub,hub_frozen,torch --json_line
   python bench/representation_throughput.py \\
       --model_dir=runs/bench_representation_model --parts=metric_suite
 
@@ -55,7 +63,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 THREADS = 2
-PATHS = ("hub", "keras", "keras_tf_fn", "torch")
+PATHS = ("hub_frozen", "hub", "keras", "keras_tf_fn", "torch")
 IMAGE_SHAPE = (64, 64, 1)
 
 
@@ -136,9 +144,16 @@ def make_encoder(path, model_dir):
 
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  if path == "hub":
+  if path in ("hub", "hub_frozen"):
     import lievae_tf  # pylint: disable=g-import-not-at-top,unused-import  # dlib's shims
     import tensorflow_hub as hub  # pylint: disable=g-import-not-at-top
+    if path == "hub_frozen":
+      from disentanglement_lib.evaluation import evaluate  # pylint: disable=g-import-not-at-top
+      from lievae_tf.evaluation import frozen_module  # pylint: disable=g-import-not-at-top
+      hub = evaluate.hub  # what dlib calls
+      if not isinstance(hub, frozen_module.HubForScoring):
+        raise SystemExit(f"hub_frozen: dlib's evaluate.hub is not frozen_module's ({hub!r}); "
+                         f"is {frozen_module.ENV_VAR}=0 set?")
     module_path = os.path.join(representation_dir(model_dir), "tfhub")
     # Open for the worker's life, as dlib keeps it open for a whole metric; the closure holds
     # the context, whose collection would close the session.
@@ -236,6 +251,19 @@ def measure_throughput(model_dir, paths, batch_sizes, images_per_round, rounds, 
       worker_.close()
 
 
+def median_ratio(by_path, path, baseline):
+  """The median over rounds of `path`'s images/s over `baseline`'s in the same round."""
+  return statistics.median(r / b for r, b in zip(by_path[path], by_path[baseline]))
+
+
+def json_line(figures):
+  """{"batch_16": {"vs_torch": hub_frozen's ratio, "stock_hub_vs_torch": hub's}, ...}."""
+  keys = {"hub_frozen": "vs_torch", "hub": "stock_hub_vs_torch"}
+  return json.dumps({f"batch_{b}": {key: round(median_ratio(by_path, path, "torch"), 3)
+                                    for path, key in keys.items() if path in by_path}
+                     for b, by_path in figures.items()})
+
+
 def print_throughput(figures, baseline="torch"):
   print("\nImages/s of the representation (encoder mean), median [min, max] over rounds; "
         f"ratio = median over rounds of (path / {baseline} in the same round):")
@@ -247,7 +275,7 @@ def print_throughput(figures, baseline="torch"):
     for path, rates in by_path.items():
       ratio = ""
       if baseline in by_path:
-        ratio = f"{statistics.median(r / b for r, b in zip(rates, by_path[baseline])):.2f}x"
+        ratio = f"{median_ratio(by_path, path, baseline):.2f}x"
       median = statistics.median(rates)
       print(f"{batch_size:>5}  {path:<12} {median:>9.0f} "
             f"[{min(rates):>7.0f}, {max(rates):>7.0f}]  {ratio:>8}  {1000 * batch_size / median:>7.2f}")
@@ -292,7 +320,6 @@ def instrumented_evaluate(report_path, argv):
   buckets = Buckets()
   marks = {}
   import lievae_tf  # pylint: disable=g-import-not-at-top,unused-import  # dlib's shims
-  import tensorflow_hub as hub  # pylint: disable=g-import-not-at-top
   from disentanglement_lib.evaluation import evaluate  # pylint: disable=g-import-not-at-top
   from sklearn import ensemble, linear_model, svm  # pylint: disable=g-import-not-at-top
 
@@ -310,6 +337,7 @@ def instrumented_evaluate(report_path, argv):
     return dataset
 
   evaluate.named_data.get_named_ground_truth_data = timed_data
+  hub = evaluate.hub  # what dlib calls: frozen_module's proxy of tensorflow_hub (see compat)
   eval_function_for_module = hub.eval_function_for_module
 
   @contextlib.contextmanager
@@ -463,6 +491,9 @@ def main():
                       help="where the metric suite writes (default: a fresh dir under "
                       "MODEL_DIR/bench_metrics)")
   parser.add_argument("--json", default=None, help="also write every figure to this file")
+  parser.add_argument("--json_line", action="store_true",
+                      help="print one last JSON line of the median ratios to torch: "
+                      '{"batch_16": {"vs_torch": <hub_frozen>, "stock_hub_vs_torch": <hub>}, ...}')
   parser.add_argument("--_worker", choices=PATHS, help=argparse.SUPPRESS)
   parser.add_argument("--_max_images", type=int, default=1024, help=argparse.SUPPRESS)
   args = parser.parse_args()
@@ -472,6 +503,12 @@ def main():
     return
 
   parts = set(args.parts.split(","))
+  unknown = set(args.paths.split(",")) - set(PATHS)
+  if unknown:
+    parser.error(f"--paths: unknown {sorted(unknown)}; choose from {PATHS}")
+  if args.json_line and ("throughput" not in parts or "torch" not in args.paths.split(",")):
+    parser.error("--json_line reports ratios to torch: it needs the throughput part and the "
+                 "torch path")
   prepare_model(args.model_dir)
   everything = {"model_dir": args.model_dir}
   if "throughput" in parts:
@@ -504,6 +541,8 @@ def main():
   if args.json:
     with open(args.json, "w") as f:
       json.dump(everything, f, indent=1)
+  if args.json_line:
+    print(json_line(figures))
 
 
 if __name__ == "__main__":

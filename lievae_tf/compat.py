@@ -11,6 +11,10 @@
    each sampled batch as dlib converts the array, so observations (and scores) are bit-identical
    (`lievae_tf.data.shapes3d.lean_dlib_shapes3d`).
 
+4. When dlib's `evaluate` is imported, its `hub` becomes `tensorflow_hub` with a weights-frozen
+   `eval_function_for_module` (`lievae_tf.evaluation.frozen_module`): scoring encodes faster on CPU,
+   scores move by float rounding only; LIEVAE_TF_FROZEN_SCORING=0 keeps the stock function.
+
 `apply()` runs when `lievae_tf` is imported and, through the `.pth` hook that `install_site_hook()`
 writes, at the start of every Python process of the environment, so that the unmodified `dlib_*`
 commands work. It must therefore stay cheap: no TensorFlow import at module import time.
@@ -56,10 +60,14 @@ def _register_contrib_framework():
   sys.modules["tensorflow.contrib.framework"] = framework
 
 
-def _register_own_metrics(unused_module):
+def _prepare_dlib_evaluate(module):
   # Our metrics' gin configurables, for the stock `dlib_evaluate`.
   from lievae_tf.evaluation import registry  # pylint: disable=g-import-not-at-top
   registry.import_own_metrics()
+  # Its `hub` encodes through the module with constant weights (faster on CPU, same scores to
+  # float rounding); `tensorflow_hub` itself stays stock.
+  from lievae_tf.evaluation import frozen_module  # pylint: disable=g-import-not-at-top
+  frozen_module.use_in_dlib_evaluate(module)
 
 
 def _use_lean_shapes3d(module):
@@ -70,7 +78,7 @@ def _use_lean_shapes3d(module):
 
 # What runs right after a dlib module is imported; no other process pays for it.
 AFTER_IMPORT = {
-    "disentanglement_lib.evaluation.evaluate": _register_own_metrics,
+    "disentanglement_lib.evaluation.evaluate": _prepare_dlib_evaluate,
     "disentanglement_lib.data.ground_truth.shapes3d": _use_lean_shapes3d,
 }
 
@@ -110,7 +118,8 @@ def _hook_dlib_imports():
 
 
 def apply():
-  """Installs both shims and the import hooks (our metrics, the lean Shapes3D); idempotent."""
+  """Installs both shims and the import hooks (our metrics and frozen scoring in dlib's evaluate,
+  the lean Shapes3D); idempotent."""
   _alias_collections_abc()
   _register_contrib_framework()
   _hook_dlib_imports()

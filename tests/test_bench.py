@@ -1,8 +1,9 @@
-"""The training benchmark runs its real sides end to end (its figures are not asserted: CI is noisy)."""
+"""The benchmarks run their real sides end to end (their figures are not asserted: CI is noisy)."""
 
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -37,3 +38,23 @@ def test_train_throughput_json_has_every_setting_and_a_failed_lever_is_reported(
   assert result.returncode == 0, result.stderr[-3000:]
   assert re.search(r"lievae_xla +FAILED: .*XLA compilation requires", result.stdout), result.stdout
   assert re.search(r"^  lievae +\d+", result.stdout, re.M), result.stdout
+
+
+def test_representation_throughput_json_line_has_the_frozen_and_stock_hub_ratios(
+    trained_model_dir, tmp_path):
+  model_dir = str(tmp_path / "model")
+  shutil.copytree(trained_model_dir, model_dir)  # the bench postprocesses it (stock command)
+  script = os.path.join(conftest.REPO, "bench", "representation_throughput.py")
+  # One round of one batch per size: the figures are not asserted, only that every path runs
+  # (hub_frozen through dlib's own evaluate.hub) and the line is reported.
+  result = subprocess.run([sys.executable, script, f"--model_dir={model_dir}", "--rounds=1",
+                           "--warmup_rounds=0", "--images_per_round=64",
+                           "--paths=hub,hub_frozen,torch", "--json_line"],
+                          capture_output=True, text=True, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  figures = json.loads(result.stdout.strip().splitlines()[-1])
+  assert set(figures) == {"batch_16", "batch_64"}
+  for by_key in figures.values():
+    assert set(by_key) == {"vs_torch", "stock_hub_vs_torch"}
+    assert all(ratio > 0 for ratio in by_key.values())
+  assert re.search(r"^ +16  hub_frozen +\d+", result.stdout, re.M), result.stdout

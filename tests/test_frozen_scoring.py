@@ -1,0 +1,138 @@
+"""Scoring through the module with its weights frozen to constants (`lievae_tf.evaluation.frozen_module`):
+its outputs equal the stock `tensorflow_hub.eval_function_for_module`'s for every signature, the stock
+`dlib_evaluate` really scores through it (the `compat` hook), and MIG and FactorVAE scores agree with
+the stock path's to 1e-4."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import conftest
+from lievae_tf.evaluation import frozen_module
+from lievae_tf.evaluation import registry
+from lievae_tf.pipeline import sweep
+
+
+@pytest.fixture(scope="module")
+def representation_dir(trained_model_dir, tmp_path_factory):
+  """The stock `dlib_postprocess` (mean) of the shared trained model."""
+  output_dir = str(tmp_path_factory.mktemp("frozen_scoring") / "postprocessed" / "mean")
+  result = conftest.command(
+      "dlib_postprocess", f"--model_dir={trained_model_dir}", f"--output_dir={output_dir}",
+      f"--gin_config={os.path.join(registry.dlib_config_dir(), 'postprocess_configs', 'mean.gin')}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  return output_dir
+
+
+def _inputs(spec, signature, tags, rng):
+  """Inputs of every dense input of `signature`: binary images, or Gaussian latent vectors."""
+  import tensorflow_hub as hub  # pylint: disable=g-import-not-at-top
+  inputs = {}
+  for name, info in hub.load_module_spec(spec).get_input_info_dict(signature, tags).items():
+    shape = [5] + info.get_shape().as_list()[1:]
+    values = rng.uniform(size=shape) < 0.1 if name == "images" else rng.normal(size=shape)
+    inputs[name] = values.astype(info.dtype.as_numpy_dtype)
+  return inputs
+
+
+@pytest.mark.parametrize("module,tags", [("postprocessed", None), ("exported", None),
+                                         ("exported", {"train"})])
+def test_frozen_outputs_equal_the_stock_function_for_every_signature(
+    module, tags, trained_model_dir, representation_dir):
+  import tensorflow_hub as hub  # pylint: disable=g-import-not-at-top
+  spec = os.path.join(representation_dir if module == "postprocessed" else trained_model_dir,
+                      "tfhub")
+  signatures = hub.load_module_spec(spec).get_signature_names(tags)
+  assert set(signatures) == ({"representation"} if module == "postprocessed" else
+                             {"gaussian_encoder", "reconstructions", "decoder"})
+  rng = np.random.RandomState(0)
+  with hub.eval_function_for_module(spec, tags=tags) as stock, \
+      frozen_module.eval_function_for_module(spec, tags=tags) as frozen:
+    for signature in signatures:
+      inputs = _inputs(spec, signature, tags, rng)
+      stock_outputs = stock(inputs, signature=signature, as_dict=True)
+      frozen_outputs = frozen(inputs, signature=signature, as_dict=True)
+      assert set(frozen_outputs) == set(stock_outputs), signature
+      for key, stock_value in stock_outputs.items():
+        assert frozen_outputs[key].shape == stock_value.shape, (signature, key)
+        assert np.all(np.isfinite(frozen_outputs[key])), (signature, key)
+        if signature == "reconstructions":  # decodes a random sample: it must stay random
+          again = frozen(inputs, signature=signature, as_dict=True)[key]
+          assert not np.array_equal(again, frozen_outputs[key])
+        else:
+          np.testing.assert_allclose(frozen_outputs[key], stock_value, rtol=1e-5, atol=1e-5,
+                                     err_msg=f"{signature}/{key}")
+    if module == "postprocessed":  # without as_dict: the "default" output, as dlib reads it
+      inputs = _inputs(spec, "representation", tags, rng)
+      np.testing.assert_allclose(frozen(inputs, signature="representation"),
+                                 stock(inputs, signature="representation"), rtol=1e-5, atol=1e-5)
+
+
+def test_dlib_evaluate_scores_through_the_frozen_module_in_every_process():
+  """What the `.pth` hook gives a fresh process of the environment that imports dlib's evaluate
+  (the stock `dlib_evaluate`, `lievae_evaluate`'s workers), with and without the escape hatch."""
+  probe = (
+      "import json, tensorflow_hub\n"
+      "from disentanglement_lib.evaluation import evaluate\n"
+      "from lievae_tf import compat\n"
+      "from lievae_tf.evaluation import frozen_module, suite\n"
+      "hub = evaluate.hub\n"
+      "compat.AFTER_IMPORT[evaluate.__name__](evaluate)  # again: must not wrap twice\n"
+      "with suite._shared_loads():  # the metric suite's one-module-per-path wrapper\n"
+      "  suite_hub = evaluate.hub._hub\n"
+      "print(json.dumps({\n"
+      "  'frozen': hub.eval_function_for_module is"
+      " frozen_module.HubForScoring.eval_function_for_module,\n"
+      "  'wraps_tensorflow_hub': getattr(hub, '_hub', None) is tensorflow_hub,\n"
+      "  'forwards': hub.Module is tensorflow_hub.Module,\n"
+      "  'idempotent': evaluate.hub is hub,\n"
+      "  'suite_on_top': suite_hub is hub,\n"
+      "  'tensorflow_hub_stock': tensorflow_hub.eval_function_for_module.__module__ =="
+      " 'tensorflow_hub.module'}))\n")
+  found = {}
+  for switch in ("1", "0"):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **{frozen_module.ENV_VAR: switch})
+    result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                            text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found[switch] = json.loads(result.stdout.strip().splitlines()[-1])
+  assert found["1"] == dict(frozen=True, wraps_tensorflow_hub=True, forwards=True,
+                            idempotent=True, suite_on_top=True, tensorflow_hub_stock=True)
+  # The escape hatch: dlib's evaluate keeps tensorflow_hub itself.
+  assert found["0"] == dict(frozen=False, wraps_tensorflow_hub=False, forwards=True,
+                            idempotent=True, suite_on_top=True, tensorflow_hub_stock=True)
+
+
+# The registry's small sizes; FactorVAE smaller still (it encodes 64 images per training point).
+_BINDINGS = {
+    "mig": registry.get("mig").small_bindings,
+    "factor_vae": ("factor_vae_score.num_variance_estimate = 1000",
+                   "factor_vae_score.num_train = 200", "factor_vae_score.num_eval = 100"),
+}
+
+
+@pytest.mark.parametrize("metric", sorted(_BINDINGS))
+def test_stock_dlib_evaluate_scores_equal_the_stock_hub_path(metric, representation_dir,
+                                                             tmp_path):
+  scores = {}
+  for switch in ("1", "0"):  # frozen (the default), then stock tensorflow_hub
+    output_dir = str(tmp_path / switch)
+    env = dict(os.environ, **{frozen_module.ENV_VAR: switch})
+    stock_command = sweep.evaluate_command(representation_dir, output_dir, metric,
+                                           _BINDINGS[metric])
+    assert os.path.basename(stock_command[0]) == "dlib_evaluate"
+    result = conftest.command("dlib_evaluate", *stock_command[1:], env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # The evaluation log says which path scored.
+    assert (frozen_module.FROZEN_LOG_MARK in result.stderr) == (switch == "1"), result.stderr[-3000:]
+    with open(os.path.join(output_dir, "results", "json", "evaluation_results.json")) as f:
+      scores[switch] = {k: v for k, v in json.load(f).items()
+                        if k not in ("elapsed_time", "uuid")}
+  assert set(scores["1"]) == set(scores["0"])
+  assert registry.get(metric).score_key in scores["1"]
+  for key, stock_value in scores["0"].items():
+    assert scores["1"][key] == pytest.approx(stock_value, abs=1e-4), key

@@ -1,12 +1,8 @@
 """lievae_tf: the Commutative Lie Group VAE (Zhu, Xu & Tao, ICML 2021) in TF 2 / Keras, for
 disentanglement_lib.
 
-Importing the package applies the disentanglement_lib compatibility shims (see `compat`); it does
-not import TensorFlow, so that the shims can run first.
+Importing the package changes nothing: the disentanglement_lib shims are `lievae_tf.compat`'s,
+applied by our commands and by the environment's `.pth` hook (docs/environment.md).
 """
-
-from lievae_tf import compat
-
-compat.apply()
 
 __version__ = "0.1.0"

@@ -13,8 +13,11 @@ def quiet_tensorflow():
 
 
 def run(main):
-  """`absl.app.run(main)`, printing a UserError as `prog: error: message` with exit status 1."""
+  """`absl.app.run(main)` with the disentanglement_lib shims applied (`lievae_tf.compat`, also
+  where no `.pth` hook did), printing a UserError as `prog: error: message` with exit status 1."""
   from absl import app  # pylint: disable=g-import-not-at-top
+  from lievae_tf import compat  # pylint: disable=g-import-not-at-top
+  compat.apply()
 
   def guarded_main(argv):
     try:

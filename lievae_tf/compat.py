@@ -1,36 +1,48 @@
-"""Shims that let disentanglement_lib 1.5 (TF 1.14 era) run on Python 3.11 and TF 2.15.
+"""What disentanglement_lib 1.5 (2020, TF 1.14 era) cannot run without on either supported stack.
 
-1. gin-config 0.4.0 (the last release that accepts dlib's `blacklist=`) uses `collections.Mapping`
-   and friends, which Python 3.10 removed: alias them from `collections.abc`.
-2. `disentanglement_lib/utils/convolute_hub.py` (used by `dlib_postprocess`) imports
-   `tensorflow.contrib.framework` for `assign_from_checkpoint_fn`; TF 2 has no contrib: register a
-   small module that restores with `tf.compat.v1.train.Saver`.
+Each shim is one function below, with one line on what it fixes and which versions need it; the
+table in docs/environment.md lists the same. `apply()` registers them: a shim for module M runs
+once M has been imported (wrapt's post-import hooks; at once if M already is), and does nothing
+where the installed version does not need it. The `.pth` file that `install_site_hook()` writes
+calls `apply()` at the start of every Python process of the project's environment, which is what
+makes the unmodified `dlib_*` commands run there; our own commands call it themselves
+(`lievae_tf.cli.run`), so they do not depend on the hook. `apply()` imports no TensorFlow.
 
-3. dlib's `Shapes3D` converts the whole 3DShapes grid to float32 (~24 GB, 29.5 GB at peak): when
-   dlib's module is imported, its class is replaced by a subclass that holds uint8 and converts
-   each sampled batch as dlib converts the array, so observations (and scores) are bit-identical
-   (`lievae_tf.data.shapes3d.lean_dlib_shapes3d`).
-
-4. When dlib's `evaluate` is imported, its `hub` becomes `tensorflow_hub` with a weights-frozen
-   `eval_function_for_module` (`lievae_tf.evaluation.frozen_module`): scoring encodes faster on CPU,
-   scores move by float rounding only; LIEVAE_TF_FROZEN_SCORING=0 keeps the stock function.
-
-`apply()` runs when `lievae_tf` is imported and, through the `.pth` hook that `install_site_hook()`
-writes, at the start of every Python process of the environment, so that the unmodified `dlib_*`
-commands work. It must therefore stay cheap: no TensorFlow import at module import time.
+The speed-ups for dlib's own code (weights-frozen scoring, the lean Shapes3D) are no shims: dlib
+runs without them. Our commands choose them explicitly (`lievae_tf.evaluation.speedups`); for the
+stock commands the one switch LIEVAE_TF_DLIB_SPEEDUPS (default 1; 0 runs dlib as shipped) says
+whether `apply()` registers them too.
 """
 
 import collections
 import collections.abc
+import importlib.metadata
 import os
 import sys
 import sysconfig
 import types
 
 PTH_NAME = "lievae_tf_dlib_compat.pth"
+SPEEDUPS_SWITCH = "LIEVAE_TF_DLIB_SPEEDUPS"
 
 
-def _alias_collections_abc():
+def _at_least(module, version):
+  """Whether imported `module`'s `__version__` is `version` (major, minor) or later."""
+  return tuple(int(p) for p in module.__version__.split(".")[:2]) >= version
+
+
+def _gin_at_least_0_5():
+  try:
+    return int(importlib.metadata.version("gin-config").split(".")[1]) >= 5
+  except importlib.metadata.PackageNotFoundError:
+    return False
+
+
+# --- The shims -------------------------------------------------------------------------------
+
+
+def alias_collections_abc():
+  """gin-config 0.4 (pinned stack) uses `collections.Mapping` etc., removed in Python 3.10."""
   for name in collections.abc.__all__:
     if not hasattr(collections, name):
       setattr(collections, name, getattr(collections.abc, name))
@@ -40,8 +52,8 @@ def assign_from_checkpoint_fn(model_path, var_list, ignore_missing_vars=False,
                               reshape_variables=False):
   """The subset of TF 1's `contrib.framework.assign_from_checkpoint_fn` that dlib uses."""
   del ignore_missing_vars  # dlib never sets it
-  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-  saver = tf.train.Saver(var_list, reshape=reshape_variables)
+  import tensorflow.compat.v1 as tf1  # pylint: disable=g-import-not-at-top
+  saver = tf1.train.Saver(var_list, reshape=reshape_variables)
 
   def restore(session):
     saver.restore(session, model_path)
@@ -49,88 +61,103 @@ def assign_from_checkpoint_fn(model_path, var_list, ignore_missing_vars=False,
   return restore
 
 
-def _register_contrib_framework():
+def add_contrib_framework(tensorflow):
+  """dlib's convolute_hub imports `tensorflow.contrib.framework`, gone since TF 2.0 (both stacks)."""
+  del tensorflow
   if "tensorflow.contrib.framework" in sys.modules:
     return
-  contrib = sys.modules.get("tensorflow.contrib") or types.ModuleType("tensorflow.contrib")
-  framework = types.ModuleType("tensorflow.contrib.framework")
-  framework.assign_from_checkpoint_fn = assign_from_checkpoint_fn
-  contrib.framework = framework
+  contrib = types.ModuleType("tensorflow.contrib")
+  contrib.framework = types.ModuleType("tensorflow.contrib.framework")
+  contrib.framework.assign_from_checkpoint_fn = assign_from_checkpoint_fn
   sys.modules["tensorflow.contrib"] = contrib
-  sys.modules["tensorflow.contrib.framework"] = framework
+  sys.modules["tensorflow.contrib.framework"] = contrib.framework
 
 
-def _prepare_dlib_evaluate(module):
-  # Our metrics' gin configurables, for the stock `dlib_evaluate`.
-  from lievae_tf.evaluation import registry  # pylint: disable=g-import-not-at-top
-  registry.import_own_metrics()
-  # Its `hub` encodes through the module with constant weights (faster on CPU, same scores to
-  # float rounding); `tensorflow_hub` itself stays stock.
-  from lievae_tf.evaluation import frozen_module  # pylint: disable=g-import-not-at-top
-  frozen_module.use_in_dlib_evaluate(module)
-
-
-def _use_lean_shapes3d(module):
-  # dlib's Shapes3D holds a float32 copy of the grid (~24 GB): hold uint8, bit-identical batches.
-  from lievae_tf.data import shapes3d  # pylint: disable=g-import-not-at-top
-  shapes3d.use_lean_dlib_shapes3d(module)
-
-
-# What runs right after a dlib module is imported; no other process pays for it.
-AFTER_IMPORT = {
-    "disentanglement_lib.evaluation.evaluate": _prepare_dlib_evaluate,
-    "disentanglement_lib.data.ground_truth.shapes3d": _use_lean_shapes3d,
-}
-
-
-class _AfterDlibImports:
-  """An import hook that runs `AFTER_IMPORT[name](module)` once module `name` has executed."""
-
-  def find_spec(self, name, path=None, target=None):
-    if name not in AFTER_IMPORT:
-      return None
-    for finder in sys.meta_path:
-      if finder is self or not hasattr(finder, "find_spec"):
-        continue
-      spec = finder.find_spec(name, path, target)
-      if spec is not None:
-        break
-    else:
-      return None
-    loader = spec.loader
-    original_exec = loader.exec_module
-
-    def exec_module(module):
-      original_exec(module)
-      AFTER_IMPORT[name](module)
-
-    loader.exec_module = exec_module
-    return spec
-
-
-def _hook_dlib_imports():
-  if any(isinstance(f, _AfterDlibImports) for f in sys.meta_path):
+def add_estimator_session_run_hook(tensorflow):
+  """gin-config's `gin.tf` subclasses `tf.estimator.SessionRunHook`; TF 2.16 removed tf.estimator
+  (current stack). The class itself lives on as `tf.compat.v1.train.SessionRunHook`."""
+  if not _at_least(tensorflow, (2, 16)) or "estimator" in vars(tensorflow):
     return
-  sys.meta_path.insert(0, _AfterDlibImports())
-  for name, after_import in AFTER_IMPORT.items():
-    if name in sys.modules:  # imported before the hook existed
-      after_import(sys.modules[name])
+  tensorflow.estimator = types.SimpleNamespace(
+      SessionRunHook=tensorflow.compat.v1.train.SessionRunHook)
+
+
+def accept_gin_blacklist(gin):
+  """dlib passes `blacklist=`/`whitelist=` to `gin.configurable`; gin-config 0.5 (current stack)
+  names them `denylist=`/`allowlist=`."""
+  import inspect  # pylint: disable=g-import-not-at-top
+  original = gin.config.configurable
+  if "blacklist" in inspect.signature(original).parameters:
+    return  # gin-config 0.4, or already shimmed
+
+  def configurable(name_or_fn=None, *args, blacklist=None, whitelist=None, **kwargs):
+    if blacklist is not None:
+      kwargs["denylist"] = blacklist
+    if whitelist is not None:
+      kwargs["allowlist"] = whitelist
+    return original(name_or_fn, *args, **kwargs)
+
+  configurable.__doc__ = original.__doc__
+  gin.config.configurable = gin.configurable = configurable
+
+
+def add_numpy_float_(numpy):
+  """dlib's results writer tests `isinstance(x, np.float_)`; numpy 2 (current stack) removed it."""
+  if _at_least(numpy, (2, 0)) and "float_" not in vars(numpy):
+    numpy.float_ = numpy.float64
+
+
+def add_tf1_hub_api(hub):
+  """dlib calls `hub.Module`, `create_module_spec`, `add_signature`, `eval_function_for_module`;
+  tensorflow-hub 0.16 (current stack) removed them: ours (`lievae_tf.interop.tf1_hub`)."""
+  if not _at_least(hub, (0, 16)) or hasattr(hub, "eval_function_for_module"):
+    return
+  from lievae_tf.interop import tf1_hub  # pylint: disable=g-import-not-at-top
+  for name in ("Module", "ModuleSpec", "create_module_spec", "add_signature",
+               "load_module_spec", "eval_function_for_module"):
+    setattr(hub, name, getattr(tf1_hub, name))
+
+
+# Each shim and the module whose import triggers it; a shim checks that the version needs it.
+SHIMS = (
+    ("tensorflow", add_contrib_framework),
+    ("tensorflow", add_estimator_session_run_hook),
+    ("gin", accept_gin_blacklist),
+    ("numpy", add_numpy_float_),
+    ("tensorflow_hub", add_tf1_hub_api),
+)
+
+
+def speedups_enabled():
+  """LIEVAE_TF_DLIB_SPEEDUPS: whether the stock commands use lievae_tf's speed-ups (default 1)."""
+  return os.environ.get(SPEEDUPS_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+_applied = False
 
 
 def apply():
-  """Installs both shims and the import hooks (our metrics and frozen scoring in dlib's evaluate,
-  the lean Shapes3D); idempotent."""
-  _alias_collections_abc()
-  _register_contrib_framework()
-  _hook_dlib_imports()
+  """Registers every shim the installed versions need (idempotent), and, if
+  `speedups_enabled()`, the speed-ups for dlib's evaluate and Shapes3D."""
+  global _applied
+  if _applied:
+    return
+  _applied = True
+  import wrapt  # pylint: disable=g-import-not-at-top
+  if not _gin_at_least_0_5():
+    alias_collections_abc()  # before gin's own modules execute: no post-import hook can
+  for module_name, shim in SHIMS:
+    wrapt.register_post_import_hook(shim, module_name)
+  if speedups_enabled():
+    from lievae_tf.evaluation import speedups  # pylint: disable=g-import-not-at-top
+    speedups.register_for_stock_commands()
 
 
 def install_site_hook(site_packages=None):
-  """Writes the `.pth` file that applies the shims in every process of this environment."""
+  """Writes the `.pth` file that calls `apply()` in every process of this environment."""
   site_packages = site_packages or sysconfig.get_paths()["purelib"]
   path = os.path.join(site_packages, PTH_NAME)
   with open(path, "w") as f:
     # A .pth line that starts with `import` is executed by `site` at start-up.
     f.write("import lievae_tf.compat as _c; _c.apply()\n")
   return path
-

@@ -2,10 +2,15 @@
 # Creates or refreshes .venv from the project's own files. Idempotent: when nothing that
 # defines the environment changed since the last run, it does nothing.
 #
-# TensorFlow build: the GPU build (requirements-gpu.txt) when `nvidia-smi -L` lists a GPU, else the
-# CPU build (requirements.txt); LIEVAE_TF_BUILD=cpu|gpu overrides. All else is the same pinned set
-# (requirements-common.txt). Switching builds recreates .venv: the two TF wheels must not share one.
-# Interpreter: PYTHON=..., else python3.11, else python3; it must be one TF 2.15 supports (3.9-3.11).
+# Stack (docs/environment.md): "pinned" (TF 2.15.1, tensorflow-hub 0.15, gin-config 0.4, numpy 1.26;
+# Python 3.9-3.11) or "current" (TF 2.21 with tf_keras, tensorflow-hub 0.16, gin-config 0.5, numpy 2;
+# Python 3.10-3.13). It follows the interpreter: 3.9-3.11 -> pinned, 3.12/3.13 -> current;
+# LIEVAE_TF_STACK=pinned|current overrides (current also runs on 3.10/3.11).
+# Interpreter: PYTHON=..., else python3.11, else python3.
+# TensorFlow build: the GPU build when `nvidia-smi -L` lists a GPU, else the CPU build;
+# LIEVAE_TF_BUILD=cpu|gpu overrides. Requirements: requirements.txt / requirements-gpu.txt (pinned,
+# both over requirements-common.txt), requirements-current.txt / requirements-current-gpu.txt
+# (current). Switching stack or build recreates .venv: their wheels must not share one.
 #
 #   --plan     print the choices and the pip commands, then stop (installs nothing, no network)
 #   --dry-run  the plan, then pip's resolver report for that set (runs/requirements_report_BUILD.json),
@@ -24,6 +29,10 @@ die() { echo "setup_env: $*" >&2; exit 1; }
 say() { echo "setup_env: $*" >&2; }
 
 # --- Which TensorFlow build ---------------------------------------------------------------------
+case "${LIEVAE_TF_STACK:-}" in
+  ""|pinned|current) ;;
+  *) die "LIEVAE_TF_STACK=$LIEVAE_TF_STACK is neither pinned nor current: set one of them, or unset it to follow the Python version." ;;
+esac
 case "${LIEVAE_TF_BUILD:-}" in
   cpu|gpu) build=$LIEVAE_TF_BUILD; why="LIEVAE_TF_BUILD=$build" ;;
   "")
@@ -36,20 +45,19 @@ case "${LIEVAE_TF_BUILD:-}" in
     else build=cpu; why="no GPU listed by nvidia-smi -L"; fi ;;
   *) die "LIEVAE_TF_BUILD=$LIEVAE_TF_BUILD is neither cpu nor gpu: set one of them, or unset it to follow nvidia-smi." ;;
 esac
-requirements=requirements.txt
-[ "$build" = gpu ] && requirements=requirements-gpu.txt
 
 # --- Is .venv up to date? -------------------------------------------------------------------------
 stamp_inputs() {
   # Everything that decides what gets installed (bin/ scripts are copied at install time).
-  echo "tensorflow build: $build"
-  cat requirements.txt requirements-common.txt requirements-gpu.txt requirements-dlib.txt setup.py \
-    scripts/setup_env.sh
+  echo "tensorflow build: $build; stack: ${LIEVAE_TF_STACK:-} python: ${PYTHON:-}"
+  cat requirements.txt requirements-common.txt requirements-gpu.txt requirements-current.txt \
+    requirements-current-gpu.txt requirements-dlib.txt setup.py scripts/setup_env.sh
   find bin -name 'lievae_*' -type f | sort | xargs -r cat
 }
 want=$(stamp_inputs | sha256sum | cut -d' ' -f1)
 stamp=.venv/.lievae_env_stamp
 built=.venv/.lievae_tf_build  # the build installed in .venv (absent: made before the GPU build existed)
+built_stack=.venv/.lievae_tf_stack  # the stack installed in .venv (absent: pinned, made before the current stack)
 if [ "$mode" = install ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/python ]; then
   exit 0
 fi
@@ -58,7 +66,14 @@ fi
 python_version() {  # "3.11" for a working interpreter, nothing (and status 1) otherwise
   timeout 30 "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null | tail -n1
 }
-supported() { case "$1" in 3.9|3.10|3.11) return 0 ;; *) return 1 ;; esac; }
+stack_for() {  # the stack for Python version $1: LIEVAE_TF_STACK, else by version; nothing if none fits
+  case "${LIEVAE_TF_STACK:-}" in
+    pinned) case "$1" in 3.9|3.10|3.11) echo pinned ;; esac ;;
+    current) case "$1" in 3.10|3.11|3.12|3.13) echo current ;; esac ;;
+    *) case "$1" in 3.9|3.10|3.11) echo pinned ;; 3.12|3.13) echo current ;; esac ;;
+  esac
+}
+supported() { [ -n "$(stack_for "$1")" ]; }
 interpreters_on_path() {  # "python3 (3.13), python3.11 (3.11, supported), ...": each name once, first on PATH
   local seen=" " out="" dir f name v
   local IFS=:
@@ -80,7 +95,12 @@ interpreters_on_path() {  # "python3 (3.13), python3.11 (3.11, supported), ...":
 venv_action=create
 if [ -x .venv/bin/python ]; then
   venv_version=$(python_version .venv/bin/python || true)
-  if ! supported "$venv_version"; then venv_action="recreate (its Python is ${venv_version:-broken})"
+  venv_stack=$(cat "$built_stack" 2>/dev/null || echo pinned)
+  if [ -n "${PYTHON:-}" ] && [ "$(python_version "$PYTHON" || true)" != "$venv_version" ]; then
+    venv_action="recreate (PYTHON=$PYTHON is not its Python $venv_version)"
+  elif ! supported "$venv_version"; then venv_action="recreate (its Python is ${venv_version:-broken})"
+  elif [ "$(stack_for "$venv_version")" != "$venv_stack" ]; then
+    venv_action="recreate (it holds the $venv_stack stack)"
   elif [ "$(cat "$built" 2>/dev/null || echo cpu)" != "$build" ]; then
     venv_action="recreate (it holds the $(cat "$built" 2>/dev/null || echo cpu) build)"
   elif [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then venv_action="up to date"
@@ -99,24 +119,40 @@ else
   fi
   version=$(python_version "$python" || true)
   if ! supported "$version"; then
-    die "$python (Python ${version:-?: it does not start}) cannot run this project: disentanglement_lib needs TensorFlow 2.15's TF1 APIs, and TF 2.15 supports Python 3.9-3.11 only. Get Python 3.11 (apt-get install python3.11 python3.11-venv, pyenv install 3.11, uv python install 3.11, or conda create -n py311 python=3.11) and rerun with PYTHON=/path/to/python3.11. Interpreters on PATH: $(interpreters_on_path)."
+    case "${LIEVAE_TF_STACK:-}" in
+      pinned) range="3.9-3.11 (the pinned stack, TF 2.15)" ;;
+      current) range="3.10-3.13 (the current stack, TF 2.21)" ;;
+      *) range="3.9-3.13 (3.9-3.11: the pinned stack, TF 2.15; 3.12/3.13: the current stack, TF 2.21)" ;;
+    esac
+    die "$python (Python ${version:-?: it does not start}) cannot run this project: it needs Python $range. Get one (apt-get install python3.13 python3.13-venv, pyenv install 3.13, uv python install 3.13, or conda create -n py313 python=3.13) and rerun with PYTHON=/path/to/python3.13. Interpreters on PATH: $(interpreters_on_path)."
   fi
   if ! timeout 30 "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
     die "Python $version ($python) has no venv/ensurepip, which .venv needs: install it (Debian/Ubuntu: apt-get install python$version-venv) or use another interpreter with PYTHON=..."
   fi
 fi
 
+stack=$(stack_for "$version")
+case "$stack/$build" in
+  pinned/cpu) requirements=requirements.txt ;;
+  pinned/gpu) requirements=requirements-gpu.txt ;;
+  current/cpu) requirements=requirements-current.txt ;;
+  current/gpu) requirements=requirements-current-gpu.txt ;;
+esac
+# The project's extras: pytest; on the pinned stack also torch (the CPU build, a wheel for Python
+# 3.11 on local disk; the parity tests and lievae_import_torch need it). On 3.12/3.13 the registry's
+# torch is a CUDA build of several GB: there torch is left out, and the tests that need it skip.
+extras=test
+[ "$stack" = pinned ] && extras=test,torch
 install_steps=(
   "-r $requirements"
   "--no-deps -r requirements-dlib.txt"
-  # With its extras' dependencies: pytest, and torch (the CPU build on local disk; the parity tests
-  # and lievae_import_torch need it); the build extra repeats TF's pin, so pip keeps what it has.
-  "-e .[test,torch,$build]"
+  "-e .[$extras]"
 )
 
 if [ "$mode" != install ]; then
   say "TensorFlow build: $build ($why; LIEVAE_TF_BUILD=cpu|gpu overrides)"
   say "Python: $python ($version)"
+  say "stack: $stack (${LIEVAE_TF_STACK:+LIEVAE_TF_STACK=$LIEVAE_TF_STACK}${LIEVAE_TF_STACK:-from Python $version}; LIEVAE_TF_STACK=pinned|current overrides)"
   say ".venv: $venv_action"
   for step in "${install_steps[@]}"; do say "pip install $step"; done
   say "stamp: $want"
@@ -128,11 +164,11 @@ if [ "$mode" = --dry-run ]; then
   scratch=$(mktemp -d)
   trap 'rm -rf "$scratch"' EXIT
   "$python" -m venv "$scratch/venv"
-  report=runs/requirements_report_$build.json
+  report=runs/requirements_report_${stack}_$build.json
   mkdir -p runs
   # The project itself with its extras, as the last step installs it (dlib is --no-deps: nothing to resolve).
   "$scratch/venv/bin/python" -m pip install --disable-pip-version-check -q --dry-run --ignore-installed \
-    --report "$report" -r "$requirements" ".[test,torch,$build]"
+    --report "$report" -r "$requirements" ".[$extras]"
   "$scratch/venv/bin/python" - "$report" <<'EOF' >&2
 import json, sys
 installs = json.load(open(sys.argv[1]))["install"]
@@ -146,7 +182,7 @@ EOF
   exit 0
 fi
 
-say "building .venv with the TensorFlow $build build ($why; LIEVAE_TF_BUILD=cpu|gpu overrides); a few minutes the first time"
+say "building .venv: the $stack stack on Python $version, TensorFlow's $build build ($why; LIEVAE_TF_BUILD=cpu|gpu overrides); a few minutes the first time"
 case "$venv_action" in
   create) "$python" -m venv .venv ;;
   recreate*) "$python" -m venv --clear .venv ;;
@@ -158,7 +194,8 @@ for step in "${install_steps[@]}"; do
 done
 set +f
 echo "$build" > "$built"
-# The .pth hook that makes the stock dlib_* commands work on Python 3.11 / TF 2.15.
+echo "$stack" > "$built_stack"
+# The .pth hook that makes the stock dlib_* commands work on either stack (lievae_tf/compat.py).
 .venv/bin/python -c "import lievae_tf.compat as c; c.install_site_hook()"
 echo "$want" > "$stamp"
 say ".venv ready"

@@ -53,6 +53,8 @@ def load_ground_truth_data():
   h5_path = shapes3d_h5.training_h5(name)  # the public 3dshapes.h5, held as uint8
   if h5_path:
     return shapes3d_h5.load_h5_ground_truth_data(h5_path)
+  from lievae_tf.evaluation import speedups  # pylint: disable=g-import-not-at-top
+  speedups.apply_now(speedups.SHAPES3D_MODULE)  # dlib's Shapes3D as uint8 (no 24 GB float copy)
   try:
     ground_truth_data = named_data.get_named_ground_truth_data()
   except (FileNotFoundError, tf.errors.NotFoundError) as e:
@@ -165,7 +167,8 @@ def make_input_fn(ground_truth_data, global_batch_size, seed, start_step=0, orde
       raise UserError(f"training.batch_order = 'epochs': the dataset has {len(images)} images, "
                       f"fewer than one batch (model.batch_size = {global_batch_size}).")
   # uint8 0..255 grids are scaled per batch: the 3dshapes.h5 by its `pixel_scale`, dlib's
-  # Shapes3D (uint8 since `compat`) divided by 255 as dlib does. dlib's other arrays are in [0, 1].
+  # Shapes3D (uint8: `load_ground_truth_data` loads the lean one) divided by 255 as dlib does.
+  # dlib's other arrays are in [0, 1].
   pixel_scale = getattr(ground_truth_data, "pixel_scale", None)
   # dSprites' uint8 grid is already 0/1: only the lean Shapes3D (it has `dlib_class`) is divided.
   divide_by_255 = (images is not None and pixel_scale is None and

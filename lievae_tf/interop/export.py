@@ -1,8 +1,9 @@
 """Export: the TF-Hub module and the results directory that disentanglement_lib reads.
 
 The module has the signatures and the two graph variants of dlib's own `export_as_tf_hub`
-(docs/environment.md): the same Keras model is built again inside a TF1 `module_fn`, and the trained
-weights are assigned to the module's variables before it is written. Every output directory is
+(docs/environment.md): the same Keras model is built again inside a TF1 `module_fn`
+(`lievae_tf.interop.tf1_hub`, on either stack), and the module is written with the trained
+weights as its variables' values. Every output directory is
 written beside its final place and renamed into it, so an interrupted export leaves nothing that
 looks finished.
 """
@@ -10,29 +11,14 @@ looks finished.
 import contextlib
 import os
 import shutil
-import tempfile
 
 import tensorflow as tf
-import tensorflow_hub as hub
 
+from lievae_tf.interop import tf1_hub
+from lievae_tf.model_dir import atomic_directory  # pylint: disable=unused-import (callers use it from here too)
 from lievae_tf.models import base
 
 tf1 = tf.compat.v1
-
-
-@contextlib.contextmanager
-def atomic_directory(final_path):
-  """Yields a fresh temporary directory beside `final_path`; renames it there on success."""
-  parent = os.path.dirname(os.path.abspath(final_path))
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final_path)}.partial-", dir=parent)
-  try:
-    yield tmp
-    if os.path.exists(final_path):
-      shutil.rmtree(final_path)
-    os.rename(tmp, final_path)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def remove_partial_outputs(model_dir):
@@ -42,14 +28,14 @@ def remove_partial_outputs(model_dir):
       shutil.rmtree(os.path.join(model_dir, entry), ignore_errors=True)
 
 
-def _module_fn_for(model_class, config, image_shape, weight_names):
-  """A TF1 `module_fn` building `model_class(**config)`; records the module's weight names."""
+def _module_fn_for(model_class, config, image_shape, weights):
+  """A TF1 `module_fn` building `model_class(**config)`; records its weights' names and shapes."""
 
   def module_fn(is_training):
     del is_training  # No dropout or batch norm: both graph variants are the same network.
     # float32 whatever precision the model trained in: dlib's signatures are float32.
     with _tf1_control_flow(), base.precision_policy("float32"):
-      _build_signatures(model_class, config, image_shape, weight_names)
+      _build_signatures(model_class, config, image_shape, weights)
 
   return module_fn
 
@@ -73,29 +59,29 @@ def _tf1_control_flow():
     control_flow_util.ENABLE_CONTROL_FLOW_V2 = enabled
 
 
-def _build_signatures(model_class, config, image_shape, weight_names):
-  """dlib's three signatures of `model_class(**config)`; records the module's weight names."""
+def _build_signatures(model_class, config, image_shape, weights):
+  """dlib's three signatures of `model_class(**config)`; records its weights' names and shapes."""
   vae = model_class(**config)
   images = tf1.placeholder(tf.float32, shape=[None] + list(image_shape), name="images")
   mean, logvar = vae.gaussian_encoder(images)
-  hub.add_signature(name="gaussian_encoder", inputs={"images": images},
-                    outputs={"mean": mean, "logvar": logvar})
+  tf1_hub.add_signature(name="gaussian_encoder", inputs={"images": images},
+                        outputs={"mean": mean, "logvar": logvar})
   sample = mean + tf.exp(logvar / 2) * tf.random.normal(tf.shape(mean))
-  hub.add_signature(name="reconstructions", inputs={"images": images},
-                    outputs={"images": vae.decode_latents(sample)})
+  tf1_hub.add_signature(name="reconstructions", inputs={"images": images},
+                        outputs={"images": vae.decode_latents(sample)})
   latents = tf1.placeholder(tf.float32, shape=[None, vae.num_latents], name="latent_vectors")
-  hub.add_signature(name="decoder", inputs={"latent_vectors": latents},
-                    outputs={"images": vae.decode_latents(latents)})
-  weight_names[:] = [w.name.split(":")[0] for w in vae.trainable_weights]
+  tf1_hub.add_signature(name="decoder", inputs={"latent_vectors": latents},
+                        outputs={"images": vae.decode_latents(latents)})
+  weights[:] = [(w.name.split(":")[0], tuple(w.shape.as_list())) for w in vae.weights]
 
 
 def export_tfhub(vae, image_shape, export_path):
   """Writes `vae` as a TF1 Hub module at `export_path` (atomically)."""
-  weight_names = []
+  weights = []
   config = vae.get_config()
   try:
-    spec = hub.create_module_spec(
-        _module_fn_for(type(vae), config, image_shape, weight_names),
+    spec = tf1_hub.create_module_spec(
+        _module_fn_for(type(vae), config, image_shape, weights),
         tags_and_args=[({"train"}, {"is_training": True}), (set(), {"is_training": False})])
   finally:
     # Keras switches a layer class's base to its TF1 version, for every instance, when the
@@ -103,21 +89,13 @@ def export_tfhub(vae, image_shape, export_path):
     # Instantiating the same classes eagerly switches them back.
     with base.precision_policy("float32"):
       type(vae)(**config)
-  values = [w.numpy() for w in vae.trainable_weights]
-  with tf.Graph().as_default():
-    module = hub.Module(spec, trainable=True, tags={"train"})
-    targets = [module.variable_map[name] for name in weight_names]
-    for name, target, value in zip(weight_names, targets, values):
-      if tuple(target.shape) != value.shape:
-        raise ValueError(f"export: module variable {name} has shape {target.shape}, the trained "
-                         f"weight {value.shape}")
-    feeds = [tf1.placeholder(target.dtype.base_dtype, target.shape) for target in targets]
-    assign = [tf1.assign(target, feed) for target, feed in zip(targets, feeds)]
-    with tf1.Session() as session:
-      session.run(tf1.global_variables_initializer())
-      session.run(assign, feed_dict=dict(zip(feeds, values)))
-      with atomic_directory(export_path) as tmp:
-        module.export(tmp, session)
+  # weights: (name, shape) of the module graph's variables, in the order of `vae.weights`.
+  trained = [w.numpy() for w in vae.weights]
+  if [shape for _, shape in weights] != [value.shape for value in trained]:
+    raise ValueError(f"export: the module's variables {weights} do not match the trained "
+                     f"weights {[value.shape for value in trained]}")
+  tf1_hub.write_module(export_path, spec.meta_graphs(),
+                       {name: value for (name, _), value in zip(weights, trained)})
 
 
 def write_results(results_dir, results_dict, extra_files=None):

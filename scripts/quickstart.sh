@@ -8,4 +8,4 @@ bash scripts/setup_env.sh
 args=("$@")
 # Re-running the README command replaces the previous default run instead of refusing.
 if [ ${#args[@]} -eq 0 ]; then args=(--work_dir=runs/quickstart --overwrite); fi
-exec .venv/bin/lievae_quickstart "${args[@]}"
+exec "${LIEVAE_TF_VENV:-.venv}"/bin/lievae_quickstart "${args[@]}"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Creates or refreshes .venv from the project's own files. Idempotent: when nothing that
-# defines the environment changed since the last run, it does nothing.
+# Creates or refreshes .venv (LIEVAE_TF_VENV=DIR: another directory) from the project's own files.
+# Idempotent: when nothing that defines the environment changed since the last run, it does nothing.
 #
 # Stack (docs/environment.md): "pinned" (TF 2.15.1, tensorflow-hub 0.15, gin-config 0.4, numpy 1.26;
 # Python 3.9-3.11) or "current" (TF 2.21 with tf_keras, tensorflow-hub 0.16, gin-config 0.5, numpy 2;
@@ -18,6 +18,7 @@
 #              scripts/check_gpu_requirements.sh runs it for the GPU set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+venv=${LIEVAE_TF_VENV:-.venv}  # where the environment goes (CI keeps one per stack)
 
 mode=${1:-install}
 case "$mode" in
@@ -46,7 +47,7 @@ case "${LIEVAE_TF_BUILD:-}" in
   *) die "LIEVAE_TF_BUILD=$LIEVAE_TF_BUILD is neither cpu nor gpu: set one of them, or unset it to follow nvidia-smi." ;;
 esac
 
-# --- Is .venv up to date? -------------------------------------------------------------------------
+# --- Is $venv up to date? -------------------------------------------------------------------------
 stamp_inputs() {
   # Everything that decides what gets installed (bin/ scripts are copied at install time).
   echo "tensorflow build: $build; stack: ${LIEVAE_TF_STACK:-} python: ${PYTHON:-}"
@@ -55,10 +56,10 @@ stamp_inputs() {
   find bin -name 'lievae_*' -type f | sort | xargs -r cat
 }
 want=$(stamp_inputs | sha256sum | cut -d' ' -f1)
-stamp=.venv/.lievae_env_stamp
-built=.venv/.lievae_tf_build  # the build installed in .venv (absent: made before the GPU build existed)
-built_stack=.venv/.lievae_tf_stack  # the stack installed in .venv (absent: pinned, made before the current stack)
-if [ "$mode" = install ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/python ]; then
+stamp=$venv/.lievae_env_stamp
+built=$venv/.lievae_tf_build  # the build installed in $venv (absent: made before the GPU build existed)
+built_stack=$venv/.lievae_tf_stack  # the stack installed in $venv (absent: pinned, made before the current stack)
+if [ "$mode" = install ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x $venv/bin/python ]; then
   exit 0
 fi
 
@@ -91,10 +92,10 @@ interpreters_on_path() {  # "python3 (3.13), python3.11 (3.11, supported), ...":
   echo "${out:-none}"
 }
 
-# An existing .venv is kept if its interpreter is supported and it holds the chosen build.
+# An existing $venv is kept if its interpreter is supported and it holds the chosen build.
 venv_action=create
-if [ -x .venv/bin/python ]; then
-  venv_version=$(python_version .venv/bin/python || true)
+if [ -x $venv/bin/python ]; then
+  venv_version=$(python_version $venv/bin/python || true)
   venv_stack=$(cat "$built_stack" 2>/dev/null || echo pinned)
   if [ -n "${PYTHON:-}" ] && [ "$(python_version "$PYTHON" || true)" != "$venv_version" ]; then
     venv_action="recreate (PYTHON=$PYTHON is not its Python $venv_version)"
@@ -108,7 +109,7 @@ if [ -x .venv/bin/python ]; then
 fi
 
 if [ "$venv_action" = refresh ] || [ "$venv_action" = "up to date" ]; then
-  python=.venv/bin/python
+  python=$venv/bin/python
   version=$venv_version
 else
   if [ -n "${PYTHON:-}" ]; then
@@ -127,7 +128,7 @@ else
     die "$python (Python ${version:-?: it does not start}) cannot run this project: it needs Python $range. Get one (apt-get install python3.13 python3.13-venv, pyenv install 3.13, uv python install 3.13, or conda create -n py313 python=3.13) and rerun with PYTHON=/path/to/python3.13. Interpreters on PATH: $(interpreters_on_path)."
   fi
   if ! timeout 30 "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
-    die "Python $version ($python) has no venv/ensurepip, which .venv needs: install it (Debian/Ubuntu: apt-get install python$version-venv) or use another interpreter with PYTHON=..."
+    die "Python $version ($python) has no venv/ensurepip, which $venv needs: install it (Debian/Ubuntu: apt-get install python$version-venv) or use another interpreter with PYTHON=..."
   fi
 fi
 
@@ -153,14 +154,14 @@ if [ "$mode" != install ]; then
   say "TensorFlow build: $build ($why; LIEVAE_TF_BUILD=cpu|gpu overrides)"
   say "Python: $python ($version)"
   say "stack: $stack (${LIEVAE_TF_STACK:+LIEVAE_TF_STACK=$LIEVAE_TF_STACK}${LIEVAE_TF_STACK:-from Python $version}; LIEVAE_TF_STACK=pinned|current overrides)"
-  say ".venv: $venv_action"
+  say "$venv: $venv_action"
   for step in "${install_steps[@]}"; do say "pip install $step"; done
   say "stamp: $want"
 fi
 if [ "$mode" = --plan ]; then exit 0; fi
 
 if [ "$mode" = --dry-run ]; then
-  # A throwaway venv of the same interpreter, so the resolver starts from nothing, as .venv would.
+  # A throwaway venv of the same interpreter, so the resolver starts from nothing, as $venv would.
   scratch=$(mktemp -d)
   trap 'rm -rf "$scratch"' EXIT
   "$python" -m venv "$scratch/venv"
@@ -184,18 +185,18 @@ fi
 
 say "building .venv: the $stack stack on Python $version, TensorFlow's $build build ($why; LIEVAE_TF_BUILD=cpu|gpu overrides); a few minutes the first time"
 case "$venv_action" in
-  create) "$python" -m venv .venv ;;
-  recreate*) "$python" -m venv --clear .venv ;;
+  create) "$python" -m venv $venv ;;
+  recreate*) "$python" -m venv --clear $venv ;;
 esac
 set -f  # each step is split into pip's arguments, and `.[test,...]` is no glob
 for step in "${install_steps[@]}"; do
   # shellcheck disable=SC2086
-  .venv/bin/python -m pip install --disable-pip-version-check -q $step
+  $venv/bin/python -m pip install --disable-pip-version-check -q $step
 done
 set +f
 echo "$build" > "$built"
 echo "$stack" > "$built_stack"
 # The .pth hook that makes the stock dlib_* commands work on either stack (lievae_tf/compat.py).
-.venv/bin/python -c "import lievae_tf.compat as c; c.install_site_hook()"
+$venv/bin/python -c "import lievae_tf.compat as c; c.install_site_hook()"
 echo "$want" > "$stamp"
-say ".venv ready"
+say "$venv ready"

@@ -6,4 +6,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
-exec .venv/bin/python -m pytest --numprocesses=auto --maxprocesses=4 --dist=loadgroup "$@"
+exec "${LIEVAE_TF_VENV:-.venv}"/bin/python -m pytest --numprocesses=auto --maxprocesses=4 --dist=loadgroup "$@"

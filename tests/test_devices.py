@@ -1,7 +1,11 @@
 """What a run says it trains on: the first line of every run, the same fields in
 train_results.json, and the warning when `nvidia-smi` lists GPUs that TensorFlow cannot see (with a
-stand-in `nvidia-smi` on PATH: this machine has none). The 2-replica and 2-worker cases are checked in
-test_distributed.py, beside the runs that make them."""
+stand-in `nvidia-smi` on PATH). The 2-replica and 2-worker cases are checked in
+test_distributed.py, beside the runs that make them.
+
+On a machine whose GPUs TensorFlow sees, the warning's run hides them (CUDA_VISIBLE_DEVICES=""),
+as a user would, and names that as the cause; the in-process announcement expects no warning and
+the first GPU, with the name TensorFlow gives it (`expected_default_devices`)."""
 
 import json
 import os
@@ -28,11 +32,11 @@ def lists_two_gpus(directory):
                                         f"echo 'GPU 1: {A100} (UUID: GPU-1)'")
 
 
-def expected_cause():
-  """The cause the warning must name in this environment (TF sees no GPU on this machine)."""
+def expected_cause(env):
+  """The cause the warning must name for a run in `env` (in which TF sees no GPU)."""
   if not tf.test.is_built_with_cuda():
     return "TensorFlow's CPU build (tensorflow-cpu); rebuild it with `bash scripts/setup_env.sh`"
-  if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
+  if env.get("CUDA_VISIBLE_DEVICES") is not None:
     return "CUDA_VISIBLE_DEVICES="
   return "an NVIDIA driver too old for CUDA 12.2"
 
@@ -40,6 +44,8 @@ def expected_cause():
 def test_a_cpu_run_says_what_trains_and_warns_once_about_invisible_gpus(tmp_path):
   model_dir = tmp_path / "m"
   env = dict(os.environ, PATH=lists_two_gpus(tmp_path))
+  if tf.config.list_physical_devices("GPU"):
+    env["CUDA_VISIBLE_DEVICES"] = ""  # GPUs TF would see: hidden, so that the run is a CPU run
   result = command("lievae_train", *train_args(str(model_dir)), env=env)
   assert result.returncode == 0, result.stderr[-3000:]
   lines = result.stderr.splitlines()
@@ -48,7 +54,7 @@ def test_a_cpu_run_says_what_trains_and_warns_once_about_invisible_gpus(tmp_path
   warnings = [l for l in lines if "lievae_train: WARNING:" in l]
   assert len(warnings) == 1, result.stderr[-3000:]
   assert f"nvidia-smi lists 2 GPU(s) ({A100}) but TensorFlow sees none" in warnings[0]
-  assert "trains on the CPU" in warnings[0] and expected_cause() in warnings[0]
+  assert "trains on the CPU" in warnings[0] and expected_cause(env) in warnings[0]
   # Said before training starts: the device line comes before the first progress report.
   assert result.stderr.index("strategy default") < result.stderr.index("/6 [")
   with open(model_dir / "results" / "json" / "train_results.json") as f:
@@ -68,6 +74,16 @@ def test_no_warning_without_listed_gpus(tmp_path, monkeypatch):
   assert devices.invisible_gpu_warning() is None
 
 
+def expected_default_devices():
+  """Where TF's default placement puts a run in this process: the first GPU it sees, with the
+  name TF reports for it, else the CPU."""
+  gpus = tf.config.list_physical_devices("GPU")
+  if not gpus:
+    return "CPU:0"
+  name = tf.config.experimental.get_device_details(gpus[0]).get("device_name")
+  return f"GPU:0 ({name})" if name else "GPU:0"
+
+
 def test_the_warning_is_given_once_per_process(tmp_path, monkeypatch, capsys):
   monkeypatch.setenv("PATH", lists_two_gpus(tmp_path))
   monkeypatch.setattr(devices, "_warned", False)
@@ -75,11 +91,13 @@ def test_the_warning_is_given_once_per_process(tmp_path, monkeypatch, capsys):
   strategy = tf.distribute.get_strategy()
   first = devices.announce(strategy, 16)
   second = devices.announce(strategy, 16)
+  where = expected_default_devices()
   assert first == second == dict(strategy="default", num_replicas=1, num_workers=1,
-                                 devices="CPU:0", global_batch_size=16, per_replica_batch_size=16)
+                                 devices=where, global_batch_size=16, per_replica_batch_size=16)
   err = capsys.readouterr().err.splitlines()
-  assert sum("WARNING" in l for l in err) == 1
-  assert err.count("lievae_train: strategy default, 1 replica on CPU:0; "
+  # Once, and only where TF sees no GPU: GPUs it sees are not missed.
+  assert sum("WARNING" in l for l in err) == (0 if tf.config.list_physical_devices("GPU") else 1)
+  assert err.count(f"lievae_train: strategy default, 1 replica on {where}; "
                    "global batch 16 = 16 per replica") == 2
 
 

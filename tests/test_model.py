@@ -10,6 +10,7 @@ from lievae_tf import random_streams
 from lievae_tf.models import base
 from lievae_tf import training
 from lievae_tf.errors import UserError
+import tolerances as tol
 
 
 def make_model(num_channels=1, subgroup_sizes=(9, 16), subspace_sizes=(2, 3), basis_scale=0.2,
@@ -70,6 +71,9 @@ def test_basis_initialised_with_the_given_scale():
 
 @pytest.mark.parametrize("recons_loss_type", ["bce", "l2"])
 def test_loss_terms_follow_the_equations(recons_loss_type):
+  # Each term is recomputed in float64 from the model's own float32 inputs to it, and must agree
+  # within the rounding of float32 arithmetic that any CPU's kernels may do (tests/tolerances.py):
+  # `units` of u = 2**-24 times the magnitude the term is computed from.
   vae = make_model(hy_hes=3.0, hy_rec=0.5, hy_commute=2.0, beta=1.5,
                    recons_loss_type=recons_loss_type)
   images, noise = fixed_images(), fixed_noise()
@@ -77,15 +81,18 @@ def test_loss_terms_follow_the_equations(recons_loss_type):
 
   mu, logvar = t["mu"], t["logvar"]
   z = mu + np.exp(logvar / 2) * noise
-  np.testing.assert_allclose(t["z"], z, rtol=1e-6)
-  # gG: expm of each subgroup's sum_j z_j A_j, flattened row-major.
+  # exp (<= 2 ulps), a product and a sum, relative to the two summands' magnitudes.
+  tol.assert_close_elementwise(t["z"], z, 8, np.abs(mu) + np.abs(z - mu), "z")
+  # gG: expm of each subgroup's sum_j z_j A_j, flattened row-major, within expm's float32 bound
+  # relative to the matrix norm (tol.expm_units: 4 m (1 + ||A||) u ||expm(A)||).
   bases = [b.numpy().astype(np.float64) for b in vae.exp_map.bases]
   for b in range(3):
-    expected = np.concatenate([
-        scipy.linalg.expm(np.einsum("d,dmn->mn", z[b, :2], bases[0])).ravel(),
-        scipy.linalg.expm(np.einsum("d,dmn->mn", z[b, 2:], bases[1])).ravel()])
-    np.testing.assert_allclose(t["group_feats_G"][b], expected, rtol=1e-5, atol=1e-6)
-  # The path used by default decodes gG.
+    features = np.split(t["group_feats_G"][b], [9])
+    for latents, basis, got in zip(np.split(t["z"][b], [2]), bases, features):
+      algebra = np.einsum("d,dmn->mn", latents, basis)
+      tol.assert_close_in_norm(got, scipy.linalg.expm(algebra).ravel(),
+                               tol.expm_units(algebra), what=f"gG[{b}]")
+  # The path used by default decodes gG: the same ops on the same input as a second call.
   np.testing.assert_allclose(t["logits"], vae.decode(t["group_feats_G"].astype(np.float32)),
                              rtol=1e-5, atol=1e-5)
 
@@ -96,6 +103,7 @@ def test_loss_terms_follow_the_equations(recons_loss_type):
     per_pixel = (_sigmoid(logits) - images)**2
   recon = per_pixel.sum(axis=(1, 2, 3)).mean()
   kl = -0.5 * (1 + logvar - mu**2 - np.exp(logvar))
+  kl_magnitude = 0.5 * (1 + np.abs(logvar) + mu**2 + np.exp(logvar))  # of the terms kl adds
   gfeat_rec = ((t["group_feats_E"] - t["group_feats_G"])**2).sum(axis=1).mean()
 
   def products(a):  # P[j, k] = A_k A_j, diagonal zeroed
@@ -106,13 +114,38 @@ def test_loss_terms_follow_the_equations(recons_loss_type):
   hessian = sum((products(a)**2).sum(axis=(2, 3)).mean() for a in bases)
   commute = sum(((np.einsum("jab,kbc->jkac", a, a) - np.einsum("kab,jbc->jkac", a, a))**2)
                 .sum(axis=(2, 3)).mean() for a in bases)
-  expected = dict(recon_loss=recon, total_kl=kl.sum(axis=1).mean(), kl_per_latent=kl.mean(axis=0),
-                  beta_kl=1.5 * kl.sum(axis=1).mean(), gfeat_rec_loss=gfeat_rec,
-                  hessian_loss=hessian, commute_loss=commute,
-                  group_loss=0.5 * gfeat_rec + 3.0 * hessian + 2.0 * commute)
-  expected["loss"] = expected["recon_loss"] + expected["beta_kl"] + expected["group_loss"]
-  for name, value in expected.items():
-    np.testing.assert_allclose(t[name], value, rtol=2e-5, err_msg=name)
+  # The same with |A|: what the float32 products' rounding is relative to.
+  abs_products = [products(np.abs(a)) for a in bases]
+  hessian_magnitude = sum((p**2).sum(axis=(2, 3)).mean() for p in abs_products)
+  commute_magnitude = sum(((p + p.transpose(1, 0, 2, 3))**2).sum(axis=(2, 3)).mean()
+                          for p in abs_products)
+  m, d, batch = 4, 3, 3  # the largest matrix size and latent count of a subgroup; the batch
+  pixels = np.prod(images.shape[1:])
+  mean = lambda n: tol.summation_units(n) + 1  # a sum of n terms, then a division
+  # name: (value, error bound). Per term: the rounding of each summand (relative, in u), then of
+  # the sums it passes through, times the magnitude of what is summed.
+  bounds = dict(
+      recon_loss=(recon, (6 + tol.summation_units(pixels) + mean(batch)) * tol.U * recon),
+      total_kl=(kl.sum(axis=1).mean(),
+                (8 + tol.summation_units(5) + mean(batch)) * tol.U *
+                kl_magnitude.sum(axis=1).mean()),
+      kl_per_latent=(kl.mean(axis=0), (8 + mean(batch)) * tol.U * kl_magnitude.mean(axis=0)),
+      gfeat_rec_loss=(gfeat_rec, (3 + tol.summation_units(25) + mean(batch)) * tol.U * gfeat_rec),
+      hessian_loss=(hessian, (2 * m + 1 + tol.summation_units(m * m) + mean(d * d) + 1) * tol.U *
+                    hessian_magnitude),
+      commute_loss=(commute, (2 * m + 3 + tol.summation_units(m * m) + mean(d * d) + 1) * tol.U *
+                    commute_magnitude))
+  bounds["beta_kl"] = (1.5 * bounds["total_kl"][0],
+                       1.5 * bounds["total_kl"][1] + tol.U * 1.5 * abs(bounds["total_kl"][0]))
+  weights = dict(gfeat_rec_loss=0.5, hessian_loss=3.0, commute_loss=2.0)
+  bounds["group_loss"] = (
+      sum(w * bounds[k][0] for k, w in weights.items()),
+      sum(w * bounds[k][1] + 3 * tol.U * w * bounds[k][0] for k, w in weights.items()))
+  parts = ("recon_loss", "beta_kl", "group_loss")
+  bounds["loss"] = (sum(bounds[k][0] for k in parts),
+                    sum(bounds[k][1] + 2 * tol.U * abs(bounds[k][0]) for k in parts))
+  for name, (value, bound) in bounds.items():
+    tol.assert_close_elementwise(t[name], value, 1, bound / tol.U, name)
   assert hessian > 1e-4 and commute > 1e-4  # the penalties are really exercised
 
 

@@ -12,6 +12,7 @@ import os
 import gin
 import numpy as np
 import pytest
+import sklearn
 
 import paper_vectors as pv
 from lievae_tf.evaluation import paper_metrics
@@ -24,10 +25,16 @@ with open(os.path.join(DATA, "paper_outputs.json")) as _f:
 ARRAYS = dict(np.load(os.path.join(DATA, "paper_arrays.npz")))
 REPLAY = dict(np.load(os.path.join(DATA, "paper_replay.npz")))
 EXACT = dict(rtol=1e-9, atol=1e-12)
-# Where a scikit-learn fit decides, the paper code's scikit-learn (1.3) and ours differ: the
-# gradient-boosted trees of DCI grow differently, and L-BFGS (explicitness) stops elsewhere.
-TREES = dict(rtol=0, atol=0.01)
-LBFGS = dict(rtol=0, atol=1e-4)
+# Where a scikit-learn fit decides, the result is scikit-learn's, fixed by its version (the fits
+# are float64 and deterministic for a seed): with the paper code's version (recorded in
+# paper_outputs.json) DCI and explicitness equal the paper code's bit for bit, so they are EXACT.
+# Other versions grow DCI's boosted trees differently and stop L-BFGS elsewhere; there the
+# comparison can only bound the change. Informativeness is an accuracy over num_test x factors =
+# 300 x 6 predictions, so 2e-3 is 3.6 of 1,800 predictions changing, and 2 % of the ~0.1
+# disentanglement and completeness (scikit-learn 1.9.1 against 1.3.2: one prediction, 3e-4).
+PAPERS_SKLEARN = sklearn.__version__ == PAPER["environment"]["sklearn"]
+TREES = EXACT if PAPERS_SKLEARN else dict(rtol=0, atol=2e-3)
+LBFGS = EXACT if PAPERS_SKLEARN else dict(rtol=0, atol=1e-4)
 
 
 @pytest.mark.parametrize("case", [c[0] for c in pv.ARRAY_CASES])

@@ -5,6 +5,7 @@
   python bench/train_throughput.py --only lievae --json   # one JSON line, lievae alone
   python bench/train_throughput.py --only lievae,lievae_bf16 --json   # {side: {setting: ...}}
   python bench/train_throughput.py --sides lievae,lievae_xla,lievae_tuned_malloc,paper
+  python bench/train_throughput.py --sides lievae,lievae_fixed_expm,lievae_xla,lievae_bf16,lievae_bf16_fixed_expm,lievae_bf16_xla --no_flops
   python bench/train_throughput.py --batch_sizes 64,128,256,512,1024 --sides lievae,paper
 
 Each side runs in its own warm worker process (TF's and torch's thread pools, and the allocator
@@ -23,10 +24,15 @@ Sides:
                        (as shipped, 20-35 % of the paper step's CPU time is page faults)
   paper_one_decode     the paper code's model decoding only the pass the loss needs (what lievae
                        computes), to separate the arithmetic saved from the framework
-  lievae_xla, lievae_tuned_malloc, lievae_inter_op_1, lievae_onednn_off: lievae with one lever
-                       changed (XLA `jit_compile`; the tuned malloc; inter-op parallelism 1; oneDNN
-                       off), each kept or dropped by what it measured (bench/RESULTS.md)
+  lievae_tuned_malloc, lievae_inter_op_1, lievae_onednn_off: lievae with one lever changed (the
+                       tuned malloc; inter-op parallelism 1; oneDNN off), each kept or dropped by
+                       what it measured (bench/RESULTS.md)
+  lievae_fixed_expm    lievae with `LieGroupVAE.expm = 'fixed'` (uncompiled)
+  lievae_xla           lievae with `LieGroupVAE.expm = 'fixed'` and `training.jit_compile = True`
+                       (the whole step compiled by XLA)
+  lievae_xla_tf_expm   `training.jit_compile = True` with the default expm: refused (a UserError)
   lievae_bf16          lievae with `training.precision = 'mixed_bfloat16'` (opt-in)
+  lievae_bf16_fixed_expm, lievae_bf16_xla: the same two expm settings under mixed_bfloat16
 
 FLOPs per step are counted by torch's FlopCounterMode on the reference model (forward + backward of
 the step's arithmetic; lievae computes the same arithmetic as `paper_one_decode`), and set against a
@@ -55,11 +61,16 @@ SIDES = {
     "paper": ("paper", {}, {}),
     "paper_tuned_malloc": ("paper", MALLOC_TUNED, {}),
     "paper_one_decode": ("paper", {}, {"one_decode": True}),
-    "lievae_xla": ("lievae", {}, {"jit_compile": True}),
+    "lievae_fixed_expm": ("lievae", {}, {"expm": "fixed"}),
+    "lievae_xla": ("lievae", {}, {"expm": "fixed", "jit_compile": True}),
+    "lievae_xla_tf_expm": ("lievae", {}, {"jit_compile": True}),
     "lievae_tuned_malloc": ("lievae", MALLOC_TUNED, {}),
     "lievae_inter_op_1": ("lievae", {}, {"inter_op": 1}),
     "lievae_onednn_off": ("lievae", {"TF_ENABLE_ONEDNN_OPTS": "0"}, {}),
     "lievae_bf16": ("lievae", {}, {"precision": "mixed_bfloat16"}),
+    "lievae_bf16_fixed_expm": ("lievae", {}, {"precision": "mixed_bfloat16", "expm": "fixed"}),
+    "lievae_bf16_xla": ("lievae", {}, {"precision": "mixed_bfloat16", "expm": "fixed",
+                                       "jit_compile": True}),
 }
 
 # The published settings (gin_configs/<setting>.gin) and small synthetic grids in their formats.
@@ -115,7 +126,7 @@ def _matmul_peak(matmul, size=2048, repeats=8, rounds=5):
 
 
 def lievae_worker(setting, batch, data_dir, jit_compile=False, inter_op=None,
-                  precision="float32"):
+                  precision="float32", expm="tf"):
   """Serves `run N` (seconds for N training steps), `peak` and `expm` on stdin."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.threading.set_intra_op_parallelism_threads(THREADS)
@@ -126,7 +137,8 @@ def lievae_worker(setting, batch, data_dir, jit_compile=False, inter_op=None,
   from lievae_tf.data import ground_truth as data_lib  # pylint: disable=g-import-not-at-top
 
   os.environ["DISENTANGLEMENT_LIB_DATA"] = data_dir
-  training.parse_gin([os.path.join(REPO, "gin_configs", SETTINGS[setting]["gin"])])
+  training.parse_gin([os.path.join(REPO, "gin_configs", SETTINGS[setting]["gin"])],
+                     [f"LieGroupVAE.expm = '{expm}'"])
   ground_truth_data = data_lib.load_ground_truth_data()
   image_shape = data_lib.observation_shape(ground_truth_data)
   strategy = tf.distribute.get_strategy()  # what lievae_train's "auto" picks without a GPU
@@ -164,16 +176,17 @@ def lievae_worker(setting, batch, data_dir, jit_compile=False, inter_op=None,
   matrix_size = int(round(sum(vae.config["subgroup_sizes"]) ** 0.5))
 
   def expm_ms():
-    """ms of tf.linalg.expm forward + backward on a batch of the model's matrices, by norm."""
+    """ms of the side's expm forward + backward on a batch of the model's matrices, by norm
+    (compiled by XLA on the jit_compile sides)."""
     timings = {}
     for norm in (1.0, 20.0):  # the Frobenius norms seen from initialisation to late training
       algebra = tf.random.normal([batch, matrix_size, matrix_size])
       algebra = tf.Variable(algebra * norm / tf.norm(algebra, axis=[1, 2], keepdims=True))
 
-      @tf.function
+      @tf.function(jit_compile=jit_compile)
       def forward_backward():
         with tf.GradientTape() as tape:
-          total = tf.reduce_sum(tf.linalg.expm(algebra))
+          total = tf.reduce_sum(vae.exp_map.expm(algebra))
         return tape.gradient(total, algebra)
 
       forward_backward()
@@ -375,7 +388,7 @@ def print_table(setting, batch, results, baseline):
       step_ms = 1e3 * batch / r["images_per_s"]
       shares = ", ".join(f"{ms:.1f} ms at Frobenius {norm.split('_')[1]} ({ms / step_ms:.1%})"
                          for norm, ms in r["expm_ms"].items())
-      print(f"  {side}: tf.linalg.expm forward+backward of {batch} matrices: {shares} of its "
+      print(f"  {side}: expm forward+backward of {batch} matrices: {shares} of its "
             f"{step_ms:.0f} ms step")
 
 

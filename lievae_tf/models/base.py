@@ -70,6 +70,8 @@ class GaussianEncoderVAE(tf.keras.Model):
     training_draws(step_key) -> extra keyword arguments of `loss_terms` in a training step, drawn
       from `step_key` (the same on every replica); `evaluation_draws()` likewise in evaluation.
     build_variables(image_shape): create every variable (the default runs encoder and decoder).
+    jit_compile_blocker() -> None, or why the training step cannot be compiled by XLA
+      (`training.jit_compile`) and what to set instead.
 
   The constructor takes `config` (the constructor's arguments, with `seed`, the per-step
   randomness' seed; saved with the model) and `num_latents`.
@@ -104,6 +106,9 @@ class GaussianEncoderVAE(tf.keras.Model):
 
   def evaluation_draws(self):
     return {}
+
+  def jit_compile_blocker(self):
+    return None
 
   def build_variables(self, image_shape):
     """Creates every variable by one pass on a zero image; returns the model."""

@@ -46,6 +46,10 @@ class LieGroupVAE(base.GaussianEncoderVAE):
     bias_init: 'pytorch' (the paper code's: each layer's bias U(+-1/sqrt(fan_in)), PyTorch's
       default) or 'zeros' (Keras' default). Weights are Glorot-uniform (the paper code's
       xavier_uniform_) and the Lie algebra basis N(0, lie_alg_init_scale) either way.
+    expm: the matrix exponential of the exponential map: 'tf' (`tf.linalg.expm`) or 'fixed'
+      (`lie_group.fixed_expm`: the same algorithm with a fixed number of squarings, equal to it
+      to float32 rounding, and what `training.jit_compile = True` needs: XLA cannot compile
+      tf.linalg.expm's gradient).
     seed: seed of the per-step randomness; set from `model.random_seed`.
   """
 
@@ -66,6 +70,7 @@ class LieGroupVAE(base.GaussianEncoderVAE):
                capacity_leadin=100000,
                no_exp=False,
                bias_init="pytorch",
+               expm="tf",
                seed=0,
                name="lie_group_vae"):
     # No **kwargs: gin can then reject a misspelt binding by name.
@@ -81,7 +86,8 @@ class LieGroupVAE(base.GaussianEncoderVAE):
         subspace_sizes=list(subspace_sizes), lie_alg_init_scale=lie_alg_init_scale,
         hy_hes=hy_hes, hy_rec=hy_rec, hy_commute=hy_commute, forward_eg_prob=forward_eg_prob,
         recons_loss_type=recons_loss_type, beta=beta, capacity=capacity,
-        capacity_leadin=capacity_leadin, no_exp=no_exp, bias_init=bias_init, seed=seed)
+        capacity_leadin=capacity_leadin, no_exp=no_exp, bias_init=bias_init, expm=expm,
+        seed=seed)
     super().__init__(config, num_latents=sum(subspace_sizes), name=name)
     biases = networks.Biases(bias_init)
     self.encoder = networks.GroupEncoder(num_channels, subgroup_sizes, subspace_sizes, biases,
@@ -90,11 +96,18 @@ class LieGroupVAE(base.GaussianEncoderVAE):
     # float32 under any precision policy: the basis is small, its penalties are products of
     # products, and expm's scaling and squaring amplifies rounding.
     self.exp_map = lie_group.ExponentialMap(subgroup_sizes, subspace_sizes, lie_alg_init_scale,
-                                            name="exp_map", dtype=tf.float32)
+                                            expm, name="exp_map", dtype=tf.float32)
     self.fake_exp = (networks.fake_exponential_map(self.num_latents, sum(subgroup_sizes), biases)
                      if no_exp else None)
     self.decoder = networks.GroupDecoder(num_channels, sum(subgroup_sizes), biases,
                                          name="decoder")
+
+  def jit_compile_blocker(self):
+    if self.config["expm"] == "tf" and not self.config["no_exp"]:
+      return ("LieGroupVAE.expm = 'tf' (tf.linalg.expm, whose gradient loop has no fixed "
+              "iteration count, which XLA cannot compile): set LieGroupVAE.expm = 'fixed' (the "
+              "same exponential with a fixed number of squarings, equal to float32 rounding)")
+    return None
 
   # The model's parts, named as in the paper.
 

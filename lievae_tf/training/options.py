@@ -13,7 +13,7 @@ BATCH_ORDERS = ("uniform", "epochs")
 @gin.configurable("training")
 def training_options(checkpoint_every=1000, keep_checkpoints=3, log_every=100, strategy="auto",
                      deterministic=False, image_every=1000, batch_order="uniform",
-                     collective_timeout=600, precision="float32"):
+                     collective_timeout=600, precision="float32", jit_compile=False):
   """How training runs, as opposed to what it trains.
 
   Args:
@@ -38,6 +38,9 @@ def training_options(checkpoint_every=1000, keep_checkpoints=3, log_every=100, s
       The networks compute in the lower precision; the variables, the optimiser state, the Lie
       algebra and its exponential map, the KL and every loss stay float32, and the exported
       module is float32.
+    jit_compile: compile the whole training (and evaluation) step with XLA, as one program (Keras'
+      `compile(jit_compile=True)`). Needs LieGroupVAE.expm = 'fixed'. Meant for GPUs, where it
+      replaces hundreds of kernel launches a step by a few dozen (docs/speed.md); slower on CPUs.
   """
   for name, value in (("checkpoint_every", checkpoint_every), ("keep_checkpoints",
                                                                 keep_checkpoints),
@@ -55,12 +58,15 @@ def training_options(checkpoint_every=1000, keep_checkpoints=3, log_every=100, s
       or collective_timeout < 0):
     raise UserError(f"training.collective_timeout = {collective_timeout!r} must be a number of "
                     "seconds (0: wait forever).")
+  if not isinstance(jit_compile, bool):
+    raise UserError(f"training.jit_compile = {jit_compile!r} must be True or False.")
   if precision not in PRECISIONS:
     raise UserError(f"training.precision = {precision!r} is not one of {', '.join(PRECISIONS)}.")
   return dict(checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
               log_every=log_every, strategy=strategy, deterministic=bool(deterministic),
               image_every=image_every, batch_order=batch_order,
-              collective_timeout=float(collective_timeout), precision=precision)
+              collective_timeout=float(collective_timeout), precision=precision,
+              jit_compile=jit_compile)
 
 
 def optimizer_for(precision, optimizer):

@@ -172,7 +172,8 @@ def set_up(model_dir, overwrite, model_class, random_seed, batch_size, allow_con
   image_shape = data_lib.observation_shape(ground_truth_data)
 
   with strategy.scope():
-    vae = build_model(model_class, image_shape, random_seed, options["precision"])
+    vae = build_model(model_class, image_shape, random_seed, options["precision"],
+                      jit_compile=options["jit_compile"])
     vae.optimizer.build(vae.trainable_variables)
     checkpoint = tf.train.Checkpoint(model=vae, optimizer=vae.optimizer)
     # Every configurable has been called by now. Every worker checks (they stop together).
@@ -202,6 +203,9 @@ def build_model(model_class, image_shape, random_seed, precision="float32", **co
   with models.base.precision_policy(precision):
     vae = model_class(num_channels=image_shape[-1], seed=random_seed)
     vae.build_variables(image_shape)
+  blocker = vae.jit_compile_blocker() if compile_args.get("jit_compile") else None
+  if blocker:
+    raise UserError(f"training.jit_compile = True cannot compile this model's step: {blocker}.")
   vae.compile(optimizer=options_lib.optimizer_for(precision, options_lib.make_optimizer()),
               **compile_args)
   return vae

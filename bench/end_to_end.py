@@ -123,6 +123,120 @@ class StepWorker:
     self.stderr.close()
 
 
+# Per-step costs one by one, in one process (--parts micro).
+
+
+def _median_seconds(function, repeats, rounds=5):
+  """Median over `rounds` of the seconds per call of `function` called `repeats` times."""
+  times = []
+  for _ in range(rounds):
+    start = time.perf_counter()
+    for _ in range(repeats):
+      function()
+    times.append((time.perf_counter() - start) / repeats)
+  return statistics.median(times)
+
+
+def micro_costs(setting, batch, data_dir):
+  """ms a step of each feature of the shipped configuration, timed alone beside the bare step:
+  each callback's hook on a step where it has nothing to do and, per event, where it acts; Adam's
+  update in both forms; the input pipeline's CPU time per batch in both orders."""
+  import threading  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import gin  # pylint: disable=g-import-not-at-top
+  from lievae_tf import models, training, visualize  # pylint: disable=g-import-not-at-top
+  from lievae_tf.data import ground_truth as data_lib  # pylint: disable=g-import-not-at-top
+  from lievae_tf.training import adam as adam_lib  # pylint: disable=g-import-not-at-top
+  from lievae_tf.training import callbacks as callbacks_lib  # pylint: disable=g-import-not-at-top
+
+  os.environ["DISENTANGLEMENT_LIB_DATA"] = data_dir
+  training.parse_gin([os.path.join(REPO, "gin_configs", SETTINGS[setting]["gin"])])
+  data = data_lib.load_ground_truth_data()
+  image_shape = data_lib.observation_shape(data)
+  strategy = tf.distribute.get_strategy()
+  vae = training.build_model(models.LieGroupVAE, image_shape, 0)
+  options = training.training_options()
+  gin.clear_config()
+  costs = {}
+
+  # The bare step, for scale (through fit, no callback but the clock).
+  dataset = data_lib.make_input_fn(data, batch, seed=0)()
+  step_ends = []
+  clock = tf.keras.callbacks.LambdaCallback(
+      on_train_batch_end=lambda b, logs: step_ends.append(time.perf_counter()))
+  vae.fit(dataset, epochs=1, steps_per_epoch=5, verbose=0)
+  vae.fit(dataset, epochs=1, steps_per_epoch=31, verbose=0, callbacks=[clock])
+  costs["bare_step_ms"] = 1e3 * statistics.median(np.diff(step_ends))
+
+  # Callbacks, as lievae_train makes them, at a step where none acts (iterations = 1).
+  work = tempfile.mkdtemp(prefix="lievae_micro_")
+  writer = tf.summary.create_file_writer(work)
+  manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=vae, optimizer=vae.optimizer),
+                                       work, max_to_keep=1)
+  made = {
+      "non_finite_check": callbacks_lib.StopOnNonFiniteLoss(),
+      "scalar_logging": callbacks_lib.ScalarLogger(writer, options["log_every"], batch),
+      "checkpoints": callbacks_lib.PeriodicCheckpoint(manager, options["checkpoint_every"]),
+      "stop_signal_callback": callbacks_lib.CheckpointOnStopSignal(threading.Event(), manager,
+                                                                   strategy),
+      "progress_bar": callbacks_lib.ProgressBar(10**9, 0, options["log_every"], batch),
+      "image_logging": visualize.ImageLogger(writer, options["image_every"],
+                                             visualize.sample_images(data, 0)),
+  }
+  logs = {name: tracker.result() for name, tracker in vae.trackers.items()}
+  per_step, per_event = {}, {}
+  for name, callback in made.items():
+    callback.set_model(vae)
+    callback.set_params({"steps": 10**9, "epochs": 1, "verbose": 0})
+    vae.optimizer.iterations.assign(1)
+    callback.on_epoch_begin(0)
+    # Batch 0 of an epoch begun at step 1: step 2, where none of them acts.
+    per_step[name] = 1e3 * _median_seconds(lambda c=callback: c.on_train_batch_end(0, logs), 500)
+  made["progress_bar"].bar.close()
+  for name, every in (("scalar_logging", options["log_every"]),
+                      ("checkpoints", options["checkpoint_every"]),
+                      ("image_logging", options["image_every"])):
+    vae.optimizer.iterations.assign(999)
+    made[name].on_epoch_begin(0)  # batch 0 is then step 1,000, where all three act
+    made[name].on_train_batch_end(0, logs)  # the first pays for tracing (once a run)
+    event_ms = 1e3 * _median_seconds(lambda c=made[name]: c.on_train_batch_end(0, logs), 1, 5)
+    per_event[name] = dict(ms_per_event=event_ms, every=every, ms_per_step=event_ms / every)
+  costs["callback_ms_per_step_idle"] = per_step
+  costs["callback_events"] = per_event
+
+  # Adam: the update of every variable, from fixed gradients, in one tf.function.
+  variables = vae.trainable_variables
+  gradients = [tf.random.normal(v.shape) * 1e-3 for v in variables]
+  updates = {}
+  for placement in adam_lib.EPSILON_PLACEMENTS:
+    optimizer = adam_lib.make_adam(1e-4, 0.9, 0.999, 1e-8, placement)
+    optimizer.build(variables)
+    updates[placement] = tf.function(
+        lambda o=optimizer: o.apply_gradients(zip(gradients, variables)))
+    updates[placement]()
+  adam_ms = {placement: [] for placement in updates}
+  for _ in range(7):  # interleaved rounds: load from elsewhere hits both alike
+    for placement, update in updates.items():
+      adam_ms[placement].append(1e3 * _median_seconds(update, 20, rounds=1))
+  costs["adam_update_ms"] = {p: statistics.median(ms) for p, ms in adam_ms.items()}
+
+  # The input pipeline alone: CPU seconds per batch (it runs beside the step on the same cores).
+  pipeline = {}
+  for order in ("uniform", "epochs"):
+    iterator = iter(data_lib.make_input_fn(data, batch, seed=0, order=order)())
+    for _ in range(20):
+      next(iterator)
+    start_cpu, start = time.process_time(), time.perf_counter()
+    for _ in range(300):
+      next(iterator)
+    pipeline[order] = dict(cpu_ms_per_batch=1e3 * (time.process_time() - start_cpu) / 300,
+                           wall_ms_per_batch=1e3 * (time.perf_counter() - start) / 300)
+  costs["pipeline"] = pipeline
+  return costs
+
+
+# End to end.
 # End to end.
 
 
@@ -244,6 +358,26 @@ def print_table(setting, result, args):
     print(f"  {name:28s} {rate:7.0f} {ratio:21.3f}  {' '.join(f'{x:.3f}' for x in rounds)}")
 
 
+def print_micro(setting, costs, args):
+  step = costs["bare_step_ms"]
+  print(f"\n{setting}, batch {args.batch}: each per-step cost alone, in ms a step (bare step "
+        f"{step:.1f} ms)")
+  rows = [(f"{name} hook, idle step", ms)
+          for name, ms in costs["callback_ms_per_step_idle"].items()]
+  rows += [(f"{name}: {e['ms_per_event']:.1f} ms every {e['every']} steps", e["ms_per_step"])
+           for name, e in costs["callback_events"].items()]
+  adam = costs["adam_update_ms"]
+  rows.append((f"PyTorchAdam update {adam['pytorch']:.2f} ms - Keras Adam {adam['keras']:.2f} ms",
+               adam["pytorch"] - adam["keras"]))
+  pipeline = costs["pipeline"]
+  rows.append(("epoch batches - uniform, CPU of the pipeline",
+               pipeline["epochs"]["cpu_ms_per_batch"] - pipeline["uniform"]["cpu_ms_per_batch"]))
+  for name, ms in rows:
+    print(f"  {name:62s} {ms:8.3f} ms  {ms / step:7.2%}")
+  print(f"  (pipeline CPU per batch: uniform {pipeline['uniform']['cpu_ms_per_batch']:.2f} ms, "
+        f"epochs {pipeline['epochs']['cpu_ms_per_batch']:.2f} ms)")
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
   parser.add_argument("--settings", default="dsprites,shapes3d")
@@ -260,6 +394,9 @@ def main():
   parser.add_argument("--without", default="",
                       help=f"comma-separated features to switch off, one a run, or 'all': "
                       f"{', '.join(FEATURES)}")
+  parser.add_argument("--parts", default="end_to_end",
+                      help="end_to_end (lievae_train against the bare step), micro (each "
+                      "per-step cost timed alone, in this process), or both")
   parser.add_argument("--data_dir", help="where the synthetic grids are written (default: a "
                       "temporary directory)")
   parser.add_argument("--json", action="store_true", help="print one JSON line: {setting: "
@@ -283,20 +420,26 @@ def main():
   if unknown or rest:
     parser.error(f"unknown {unknown or rest}: settings are {', '.join(SETTINGS)}; features are "
                  f"{', '.join(FEATURES)}")
+  parts = args.parts.split(",")
   with tempfile.TemporaryDirectory(prefix="lievae_e2e_") as temporary:
     args.data_dir = args.data_dir or os.path.join(temporary, "data")
     args.work_dir = os.path.join(temporary, "runs")
     os.makedirs(args.work_dir)
     for setting in settings:  # written once, before any clock runs
       train_throughput._write_data(args.data_dir, setting)  # pylint: disable=protected-access
-    everything = {}
+    everything = {setting: {} for setting in settings}
     for setting in settings:
-      everything[setting] = measure(setting, args)
-      if not args.json:
-        print_table(setting, everything[setting], args)
+      if "end_to_end" in parts:
+        everything[setting] = measure(setting, args)
+        if not args.json:
+          print_table(setting, everything[setting], args)
+      if "micro" in parts:
+        everything[setting]["micro"] = micro_costs(setting, args.batch, args.data_dir)
+        if not args.json:
+          print_micro(setting, everything[setting]["micro"], args)
   if args.json:
     print(json.dumps(everything))
-  else:
+  elif "end_to_end" in parts:
     print(f"\n{args.rounds} rounds; every ratio is to the bare step timed ({args.step_steps} "
           "steps) just before and after the same run.")
 

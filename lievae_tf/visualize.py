@@ -108,8 +108,12 @@ class ImageLogger(tf.keras.callbacks.Callback):
     self._supports_tf_logs = True
     self.writer, self.every, self.images = writer, every, images
 
+  def on_epoch_begin(self, epoch, logs=None):
+    # Counted as training.callbacks.StepCounting does (not imported here: an import cycle).
+    self._epoch_start_step = int(self.model.optimizer.iterations.numpy())
+
   def on_train_batch_end(self, batch, logs=None):
-    step = int(self.model.optimizer.iterations.numpy())
+    step = self._epoch_start_step + batch + 1
     if step % self.every and batch + 1 != self.params["steps"]:
       return
     with self.writer.as_default(step=step):

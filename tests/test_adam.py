@@ -56,6 +56,32 @@ def test_the_update_itself_matches_to_float_rounding():
   assert np.abs(ours - expected).max() <= 1e-5 * LEARNING_RATE
 
 
+def test_a_traced_step_equals_the_eager_one_bit_for_bit():
+  """Inside a tf.function (as `fit` runs it) the bias corrections are computed once a step for every
+  variable; eagerly, once a variable. Both are the same float64 ops on the same values, so the
+  weights must agree exactly, every variable, every step (and with torch, as above)."""
+  shapes = [(300,), (7, 5), (3, 3, 2)]
+  gradients = [_gradients(5, shape, seed) for seed, shape in enumerate(shapes)]
+  initial = [np.random.default_rng(4).normal(size=shape).astype(np.float32) for shape in shapes]
+
+  def run(traced):
+    variables = [tf.Variable(x) for x in initial]
+    optimizer = adam.make_adam(LEARNING_RATE, 0.9, 0.999, 1e-8, "pytorch")
+    apply = optimizer.apply_gradients
+    if traced:
+      apply = tf.function(lambda grads: optimizer.apply_gradients(zip(grads, variables)))
+    for step in range(5):
+      grads = [tf.constant(g[step]) for g in gradients]
+      apply(grads) if traced else apply(zip(grads, variables))  # pylint: disable=expression-not-assigned
+    return [v.numpy() for v in variables]
+
+  eager, traced = run(traced=False), run(traced=True)
+  for a, b in zip(eager, traced):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_allclose(traced[0], _torch_adam(initial[0], [g for g in gradients[0]]),
+                             rtol=0, atol=1e-6)
+
+
 def test_checkpoints_are_interchangeable_with_keras_adam(tmp_path):
   """Same slots: a Keras-Adam checkpoint resumes under the PyTorch placement and back."""
   initial = np.random.default_rng(3).normal(size=300).astype(np.float32)

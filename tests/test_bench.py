@@ -43,6 +43,26 @@ def test_train_throughput_json_has_every_setting_and_a_failed_lever_is_reported(
   assert re.search(r"^  lievae_xla +\d+", result.stdout, re.M), result.stdout
 
 
+def test_end_to_end_json_has_both_settings_and_the_runs_own_rates(tmp_path):
+  """The real lievae_train runs (tiny sizes) and its logged images/s are set against the step."""
+  script = os.path.join(conftest.REPO, "bench", "end_to_end.py")
+  # 5 steps logged every 2 (the first window, the warm-up, is left out): the figures are not
+  # asserted, only that both settings and a run with a callback left out (the runner) report.
+  result = subprocess.run(
+      [sys.executable, script, "--json", "--batch", "8", "--steps", "5", "--step_steps", "2",
+       "--warmup_steps", "1", "--rounds", "1", "--without", "progress_bar",
+       "--log_every", "2", "--data_dir", str(tmp_path)],
+      capture_output=True, text=True, timeout=900, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  figures = json.loads(result.stdout.strip().splitlines()[-1])
+  assert set(figures) == {"dsprites", "shapes3d"}
+  for setting in figures.values():
+    assert setting["end_to_end_vs_step"] > 0
+    assert setting["end_to_end_images_per_s"] > 0 and setting["step_images_per_s"] > 0
+    assert set(setting["without"]) == {"progress_bar"}
+    assert all(run["vs_step"] > 0 for run in setting["without"].values())
+
+
 def test_representation_throughput_json_line_has_the_frozen_and_stock_hub_ratios(
     trained_model_dir, tmp_path):
   model_dir = str(tmp_path / "model")

@@ -197,6 +197,17 @@ def test_tensorboard_scalars_and_checkpoints(trained_model_dir):
   expected = set(models.LieGroupVAE.loss_term_names) | {f"kl_{i}" for i in range(10)}
   assert expected <= set(scalars)
   assert [step for step, _ in scalars["loss"]] == [2, 4, 6]  # every training.log_every steps
+  # The training rate of each window (the first from the end of step 1): steps x batch 8 over the
+  # time between the logs, which the events' own wall times bracket (within the few ms that
+  # writing a log takes; a factor 2 leaves room for a loaded machine).
+  assert [step for step, _ in scalars["images_per_second"]] == [2, 4, 6]
+  (events,) = glob.glob(os.path.join(trained_model_dir, "logs", "train", "events.*"))
+  accumulator = event_accumulator.EventAccumulator(events, size_guidance={
+      event_accumulator.TENSORS: 0})
+  accumulator.Reload()
+  wall_times = [e.wall_time for e in accumulator.Tensors("loss")]
+  for (_, rate), begin, end in zip(scalars["images_per_second"][1:], wall_times, wall_times[1:]):
+    assert 0.5 < rate * (end - begin) / (2 * 8) < 2.0
   checkpoints = tf.train.get_checkpoint_state(os.path.join(trained_model_dir, "tf_checkpoint"))
   assert [os.path.basename(p) for p in checkpoints.all_model_checkpoint_paths] == [
       "ckpt-3", "ckpt-6"]

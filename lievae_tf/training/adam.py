@@ -29,15 +29,32 @@ class PyTorchAdam(tf.keras.optimizers.Adam):
     if self.amsgrad:
       raise UserError("PyTorchAdam does not implement amsgrad; use the Keras epsilon placement.")
 
+  _step_scalars = None  # this step's (float64 step size, sqrt of bias correction 2), in a graph
+
+  def _bias_corrections(self):
+    step = tf.cast(self.iterations + 1, tf.float64)
+    bias_correction_1 = 1.0 - tf.pow(tf.constant(self.beta_1, tf.float64), step)
+    bias_correction_2 = 1.0 - tf.pow(tf.constant(self.beta_2, tf.float64), step)
+    return (tf.cast(self.learning_rate, tf.float64) / bias_correction_1,
+            tf.sqrt(bias_correction_2))
+
+  def _distributed_apply_gradients_fn(self, distribution, grads_and_vars, **kwargs):
+    # The bias corrections once a step instead of once a variable (the same ops on the same
+    # values: no number changes). Only inside a traced function: an eager value captured by a
+    # variable's jit-compiled update (Keras' GPU default) would be frozen into its trace.
+    self._step_scalars = self._bias_corrections() if tf.inside_function() else None
+    try:
+      return super()._distributed_apply_gradients_fn(distribution, grads_and_vars, **kwargs)
+    finally:
+      self._step_scalars = None
+
   def update_step(self, gradient, variable):
     # PyTorch's Adam has no sparse update: a sparse gradient is applied densely.
     gradient = tf.convert_to_tensor(gradient)
     dtype = variable.dtype
-    step = tf.cast(self.iterations + 1, tf.float64)
-    bias_correction_1 = 1.0 - tf.pow(tf.constant(self.beta_1, tf.float64), step)
-    bias_correction_2 = 1.0 - tf.pow(tf.constant(self.beta_2, tf.float64), step)
-    step_size = tf.cast(tf.cast(self.learning_rate, tf.float64) / bias_correction_1, dtype)
-    bias_correction_2_sqrt = tf.cast(tf.sqrt(bias_correction_2), dtype)
+    step_size, bias_correction_2_sqrt = self._step_scalars or self._bias_corrections()
+    step_size = tf.cast(step_size, dtype)
+    bias_correction_2_sqrt = tf.cast(bias_correction_2_sqrt, dtype)
 
     index = self._index_dict[self._var_key(variable)]
     m, v = self._momentums[index], self._velocities[index]

@@ -36,28 +36,53 @@ class StopOnNonFiniteLoss(tf.keras.callbacks.Callback):
         "(optimizer.learning_rate) or check the data.")
 
 
-class ScalarLogger(tf.keras.callbacks.Callback):
-  """Every `every` steps: TensorBoard scalars of each tracked term (its mean over those steps)."""
+class StepCounting(tf.keras.callbacks.Callback):
+  """`self.step(batch)`: the training step (`optimizer.iterations`) after batch `batch` of `fit`,
+  counted from the value read once an epoch: a callback that acts every N steps then reads no
+  variable on the others (an eager read cost about as much as all its other work a step)."""
 
-  def __init__(self, writer, every):
+  def on_epoch_begin(self, epoch, logs=None):
+    self._epoch_start_step = int(self.model.optimizer.iterations.numpy())
+
+  def step(self, batch):
+    # One optimizer step a batch (a skipped float16 step counts too: Keras' loss-scale optimizer
+    # increments the iterations then as well).
+    return self._epoch_start_step + batch + 1
+
+
+class ScalarLogger(StepCounting):
+  """Every `every` steps: TensorBoard scalars of each tracked term (its mean over those steps)
+  and, given `batch_size` (global), `images_per_second`: the training rate since the previous
+  log, everything a step costs in this run included (callbacks, checkpoints, images). The first
+  window starts after this process's first step, which includes tracing."""
+
+  def __init__(self, writer, every, batch_size=None):
     super().__init__()
     self._supports_tf_logs = True
-    self.writer, self.every = writer, every
+    self.writer, self.every, self.batch_size = writer, every, batch_size
     self.last_logged = {}
+    self._window = None  # (time.perf_counter(), step) where the current rate window began
 
   def on_train_batch_end(self, batch, logs=None):
-    step = int(self.model.optimizer.iterations.numpy())
+    step = self.step(batch)
+    if self._window is None:
+      self._window = (time.perf_counter(), step)
     if step % self.every and batch + 1 != self.params["steps"]:
       return
+    now = time.perf_counter()  # the next window starts here: it pays for this log's writing
+    started, first = self._window
     self.last_logged = {k: float(v) for k, v in logs.items()}
     with self.writer.as_default(step=step):
       for name, value in self.last_logged.items():
         tf.summary.scalar(name, value)
+      if self.batch_size and step > first:
+        tf.summary.scalar("images_per_second", (step - first) * self.batch_size / (now - started))
     self.writer.flush()
     self.model.reset_metrics()
+    self._window = (now, step)
 
 
-class PeriodicCheckpoint(tf.keras.callbacks.Callback):
+class PeriodicCheckpoint(StepCounting):
 
   def __init__(self, manager, every):
     super().__init__()
@@ -65,7 +90,7 @@ class PeriodicCheckpoint(tf.keras.callbacks.Callback):
     self.manager, self.every = manager, every
 
   def on_train_batch_end(self, batch, logs=None):
-    if int(self.model.optimizer.iterations.numpy()) % self.every == 0:
+    if self.step(batch) % self.every == 0:
       checkpoints.save_checkpoint(self.manager, self.model)
 
 

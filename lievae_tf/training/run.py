@@ -224,7 +224,7 @@ def fit(run, training_steps):
   # Only the chief writes TensorBoard logs; the others still reset their trackers in step.
   summary_writer = (tf.summary.create_file_writer(os.path.join(run.model_dir, "logs", "train"))
                     if run.chief else tf.summary.create_noop_writer())
-  scalars = callbacks_lib.ScalarLogger(summary_writer, options["log_every"])
+  scalars = callbacks_lib.ScalarLogger(summary_writer, options["log_every"], run.batch_size)
   progress = callbacks_lib.ProgressBar(training_steps, run.start_step, options["log_every"],
                                        run.batch_size)
   fit_started = time.time()

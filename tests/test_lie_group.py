@@ -86,27 +86,45 @@ def test_hessian_penalty_ignores_a_matrix_times_itself():
   assert lie_group.hessian_penalty(tf.constant([rotation, np.zeros_like(rotation)])).numpy() == 0
 
 
-def test_commutator_penalty_is_the_papers_bracket():
+# E12 and I + E12 commute, but their product E12 is not symmetric; E12 and E21 do not commute, but
+# both their products (diag(0, 1), diag(1, 0)) are symmetric: the two forms tell them apart.
+COMMUTING = np.stack([E12, np.eye(2, dtype=np.float32) + E12])
+SYMMETRIC_PRODUCTS = np.stack([E12, E21])
+
+
+def test_commutator_penalty_is_the_paper_codes_by_default():
+  # The paper code's calc_commute_loss: P[j, k] = A_k A_j minus its matrix transpose. For
+  # COMMUTING both products are E12: ||E12 - E21||^2 = 2 per pair, mean (2 + 2) / 4 = 1.
+  assert lie_group.commutator_penalty(tf.constant(COMMUTING)).numpy() == pytest.approx(1.0)
+  assert lie_group.commutator_penalty(tf.constant(SYMMETRIC_PRODUCTS)).numpy() == 0.0
+  # Random bases: the same as the paper code's formula written out in numpy.
+  basis = np.random.default_rng(0).normal(size=(3, 4, 4)).astype(np.float32)
+  products = np.einsum("kab,jbc->jkac", basis.astype(np.float64), basis) * (
+      1 - np.eye(3))[:, :, None, None]
+  expected = ((products - products.transpose(0, 1, 3, 2))**2).sum(axis=(2, 3)).mean()
+  assert lie_group.commutator_penalty(tf.constant(basis)).numpy() == pytest.approx(expected,
+                                                                                  rel=1e-5)
+
+
+def test_commutator_penalty_bracket_is_the_papers_text():
   # [E12, E21] = diag(1, -1): ||.||^2 = 2 for (j, k) and for (k, j): mean 4 / 4 = 1.
-  assert lie_group.commutator_penalty(tf.constant([E12, E21])).numpy() == pytest.approx(1.0)
-  # Commuting matrices (diagonal ones) have no commutator, though their products are not zero.
-  commuting = tf.constant([np.diag([1.0, 2.0]), np.diag([3.0, -1.0])], tf.float32)
-  assert lie_group.commutator_penalty(commuting).numpy() == pytest.approx(0.0)
-  assert lie_group.hessian_penalty(commuting).numpy() == pytest.approx((9 + 4) * 2 / 4)
+  bracket = lambda basis: lie_group.commutator_penalty(tf.constant(basis), "bracket").numpy()
+  assert bracket(SYMMETRIC_PRODUCTS) == pytest.approx(1.0)
+  # Commuting matrices have no bracket, though their products are not zero.
+  assert bracket(COMMUTING) == 0.0
+  diagonal = np.stack([np.diag([1.0, 2.0]), np.diag([3.0, -1.0])]).astype(np.float32)
+  assert bracket(diagonal) == 0.0
+  assert lie_group.hessian_penalty(tf.constant(diagonal)).numpy() == pytest.approx((9 + 4) * 2 / 4)
 
 
-def test_commutator_penalty_differs_from_the_reference_codes_transpose_form():
-  # The reference code computes ||A_k A_j - (A_k A_j)^T||^2; for symmetric products it is 0
-  # while the paper's bracket is not: a = [[1,1],[0,1]], b = a^T.
-  a = np.array([[1.0, 1.0], [0.0, 1.0]], np.float32)
-  penalty = lie_group.commutator_penalty(tf.constant([a, a.T])).numpy()
-  bracket = a @ a.T - a.T @ a
-  assert penalty == pytest.approx(2 * np.sum(bracket**2) / 4)
-  assert penalty > 0
+def test_an_unknown_commutator_is_a_clear_error():
+  with pytest.raises(UserError, match="paper_code"):
+    lie_group.commutator_penalty(tf.constant(COMMUTING), "lie")
 
 
 def test_group_penalties_skip_single_latent_subgroups():
-  bases = [tf.constant([E12, E21]), tf.constant([E12 + E21])]
+  bases = [tf.constant(COMMUTING), tf.constant([E12 + E21])]
   hessian, commute = lie_group.group_penalties(bases)
-  assert hessian.numpy() == pytest.approx(0.5)
+  assert hessian.numpy() == pytest.approx(0.5)  # both products are E12: (1 + 1) / 4
   assert commute.numpy() == pytest.approx(1.0)
+  assert lie_group.group_penalties(bases, "bracket")[1].numpy() == 0.0

@@ -112,12 +112,13 @@ def test_loss_terms_follow_the_equations(recons_loss_type):
     return p
 
   hessian = sum((products(a)**2).sum(axis=(2, 3)).mean() for a in bases)
-  commute = sum(((np.einsum("jab,kbc->jkac", a, a) - np.einsum("kab,jbc->jkac", a, a))**2)
-                .sum(axis=(2, 3)).mean() for a in bases)
+  # The paper code's commutator (the default): each product minus its matrix transpose.
+  commute = sum(((products(a) - products(a).transpose(0, 1, 3, 2))**2).sum(axis=(2, 3)).mean()
+                for a in bases)
   # The same with |A|: what the float32 products' rounding is relative to.
   abs_products = [products(np.abs(a)) for a in bases]
   hessian_magnitude = sum((p**2).sum(axis=(2, 3)).mean() for p in abs_products)
-  commute_magnitude = sum(((p + p.transpose(1, 0, 2, 3))**2).sum(axis=(2, 3)).mean()
+  commute_magnitude = sum(((p + p.transpose(0, 1, 3, 2))**2).sum(axis=(2, 3)).mean()
                           for p in abs_products)
   m, d, batch = 4, 3, 3  # the largest matrix size and latent count of a subgroup; the batch
   pixels = np.prod(images.shape[1:])

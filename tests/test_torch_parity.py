@@ -15,6 +15,7 @@ import torch
 
 from lievae_tf.interop import torch_import
 from lievae_tf.interop import torch_reference
+from lievae_tf.models import lie_group
 from lievae_tf import training
 
 tf1 = tf.compat.v1
@@ -214,14 +215,19 @@ def test_gradients_and_one_adam_step_agree(setting, use_eg_path):
   assert noise_level / total < 0.005
 
 
-def test_commutator_is_the_papers_bracket():
-  """Commuting bases (polynomials of one matrix) have a zero commutator penalty: docs/model.md's
-  ||A_j A_k - A_k A_j||^2. The paper code subtracts each product's transpose instead, which is
-  not zero here; every published run weights that term by 0."""
+def test_commutator_forms():
+  """Commuting bases (polynomials of one matrix) have no bracket A_j A_k - A_k A_j, but their
+  products are not symmetric: the paper code's form (the default, each product minus its
+  transpose) is not zero here. The Keras model computes the same with either form."""
   m = torch.tensor(np.random.default_rng(0).normal(size=(4, 4)), dtype=torch.float32)
   basis = torch.stack([m, m @ m, 0.5 * m + torch.eye(4)])
-  hessian, commute = torch_reference.group_penalties([basis])
-  assert commute.item() < 1e-6 * hessian.item()
   products = torch_reference.basis_products(basis)
-  reference_codes_form = (products - products.transpose(2, 3)).square().sum(dim=(2, 3)).mean()
-  assert reference_codes_form.item() > 1.0
+  paper_codes_form = (products - products.transpose(2, 3)).square().sum(dim=(2, 3)).mean()
+  hessian, commute = torch_reference.group_penalties([basis])
+  assert commute.item() == paper_codes_form.item()  # the same operations
+  assert commute.item() > 1.0
+  _, bracket = torch_reference.group_penalties([basis], "bracket")
+  assert bracket.item() < 1e-6 * hessian.item()
+  for form, value in (("paper_code", commute), ("bracket", bracket)):
+    ours = lie_group.commutator_penalty(tf.constant(basis.numpy()), form).numpy()
+    assert abs(ours - value.item()) <= 1e-5 * hessian.item(), form

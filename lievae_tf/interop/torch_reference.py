@@ -14,9 +14,9 @@ linears and `.{5,7,9,11}` transposed convs), the fields of its `args.pt` (an
 
 Images are channels-first here, (B, nc, 64, 64), as in PyTorch.
 
-One deliberate difference from the paper code: the commutator penalty is the paper's (the
-paper's) `||A_j A_k - A_k A_j||^2`, which the Keras model computes; the paper code subtracts the
-transpose of each product instead. Every published run weights it by 0.
+The commutator penalty is the paper code's by default (each basis product minus its matrix
+transpose), as the Keras model's; `commutator='bracket'` gives the paper text's
+`||A_j A_k - A_k A_j||^2`, as `LieGroupVAE.commutator = 'bracket'` does (docs/model.md).
 """
 
 import argparse
@@ -152,30 +152,37 @@ def basis_products(basis):
   return products * off_diagonal[:, :, None, None]
 
 
-def group_penalties(bases):
-  """(Hessian, commutator) penalties summed over the subgroups with more than one latent."""
+def group_penalties(bases, commutator="paper_code"):
+  """(Hessian, commutator) penalties summed over the subgroups with more than one latent.
+
+  commutator: 'paper_code' ([j, k] = A_k A_j - (A_k A_j)^T) or 'bracket' (A_j A_k - A_k A_j).
+  """
+  if commutator not in ("paper_code", "bracket"):
+    raise ValueError(f"commutator {commutator!r} is not 'paper_code' or 'bracket'")
   hessian = commute = torch.zeros(())
   for basis in bases:
     if basis.shape[0] < 2:
       continue
-    products = basis_products(basis)
+    products = basis_products(basis)  # [j, k] = A_k A_j
     hessian = hessian + products.square().sum(dim=(2, 3)).mean()
-    # [j, k] = A_j A_k - A_k A_j, the paper's bracket (docs/model.md).
-    commutators = products.transpose(0, 1) - products
-    commute = commute + commutators.square().sum(dim=(2, 3)).mean()
+    if commutator == "paper_code":
+      differences = products - products.transpose(2, 3)
+    else:
+      differences = products.transpose(0, 1) - products
+    commute = commute + differences.square().sum(dim=(2, 3)).mean()
   return hessian, commute
 
 
 class LieGroupVAE(nn.Module):
   """The model of docs/model.md; its `state_dict` keys are those of the paper code's `LieCeleb`.
 
-  Args are the paper code's flag names (see `paper_args`).
+  Args are the paper code's flag names (see `paper_args`), and `commutator` (see `group_penalties`).
   """
 
   def __init__(self, subgroup_sizes_ls=(100,), subspace_sizes_ls=(10,), nc=1,
                lie_alg_init_scale=0.001, hy_hes=40.0, hy_rec=0.1, hy_commute=0.0,
                forward_eg_prob=0.2, recons_loss_type="bce", beta=1.0, capacity=None,
-               capacity_leadin=100000, no_exp=False):
+               capacity_leadin=100000, no_exp=False, commutator="paper_code"):
     super().__init__()
     if recons_loss_type not in ("bce", "l2"):
       raise ValueError(f"recons_loss_type {recons_loss_type!r} is not 'bce' or 'l2'")
@@ -185,6 +192,8 @@ class LieGroupVAE(nn.Module):
         hy_commute=hy_commute, forward_eg_prob=forward_eg_prob,
         recons_loss_type=recons_loss_type, beta=beta, capacity=capacity,
         capacity_leadin=capacity_leadin, no_exp=no_exp)
+    # Not one of the paper code's flags (its code has one form), so not in `settings`/args.pt.
+    self.commutator = commutator
     self.encoder = Encoder(subgroup_sizes_ls, subspace_sizes_ls, nc)
     self.decoder = Decoder(subgroup_sizes_ls, subspace_sizes_ls, nc, lie_alg_init_scale, no_exp)
 
@@ -238,7 +247,7 @@ class LieGroupVAE(nn.Module):
     beta_kl = self.beta_kl(total_kl, step)
     squared_diff = (group_feats_e - group_feats_g).square()
     gfeat_rec_loss = squared_diff.sum(dim=1).mean()
-    hessian_loss, commute_loss = group_penalties(self.decoder.bases())
+    hessian_loss, commute_loss = group_penalties(self.decoder.bases(), self.commutator)
     s = self.settings
     group_loss = (s["hy_rec"] * gfeat_rec_loss + s["hy_hes"] * hessian_loss +
                   s["hy_commute"] * commute_loss)

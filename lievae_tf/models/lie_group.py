@@ -172,22 +172,35 @@ def hessian_penalty(basis):
   return tf.reduce_mean(tf.reduce_sum(tf.square(basis_products(basis)), axis=[2, 3]))
 
 
-def commutator_penalty(basis):
-  """Mean over the d*d pairs of ||[A_j, A_k]||_F^2 = ||A_j A_k - A_k A_j||_F^2 (the paper's form).
+# The commutator penalty's two forms. 'paper_code' is what the paper's code computes and trains
+# with; 'bracket' is the Lie bracket of the paper's text (zero exactly when the basis commutes).
+COMMUTATORS = ("paper_code", "bracket")
 
-  The reference code subtracts the matrix transpose of each product instead (A_k A_j minus its
-  transpose); every published run weights this term by 0.
+
+def commutator_penalty(basis, commutator="paper_code"):
+  """Mean over the d*d pairs (j, k), j != k, of ||C_jk||_F^2 (the zeroed diagonal counts in the mean).
+
+  commutator='paper_code': C_jk = A_k A_j - (A_k A_j)^T, the paper code's `calc_commute_loss`
+    (each product minus its matrix transpose; zero when every product is symmetric).
+  commutator='bracket': C_jk = A_j A_k - A_k A_j, the bracket [A_j, A_k] of the paper's text.
   """
   products = basis_products(basis)  # [j, k] = A_k A_j
-  commutators = tf.transpose(products, [1, 0, 2, 3]) - products  # [j, k] = A_j A_k - A_k A_j
-  return tf.reduce_mean(tf.reduce_sum(tf.square(commutators), axis=[2, 3]))
+  if commutator == "paper_code":
+    differences = products - tf.transpose(products, [0, 1, 3, 2])
+  elif commutator == "bracket":
+    differences = tf.transpose(products, [1, 0, 2, 3]) - products  # [j, k] = A_j A_k - A_k A_j
+  else:
+    raise UserError(f"commutator {commutator!r} is not one of {COMMUTATORS}: 'paper_code' is the "
+                    "paper code's penalty (each product minus its transpose), 'bracket' the Lie "
+                    "bracket A_j A_k - A_k A_j of the paper's text.")
+  return tf.reduce_mean(tf.reduce_sum(tf.square(differences), axis=[2, 3]))
 
 
-def group_penalties(bases):
+def group_penalties(bases, commutator="paper_code"):
   """(hessian, commutator) summed over the subgroups with more than one latent."""
   hessian, commute = tf.constant(0.0), tf.constant(0.0)
   for basis in bases:
     if basis.shape[0] > 1:
       hessian += hessian_penalty(basis)
-      commute += commutator_penalty(basis)
+      commute += commutator_penalty(basis, commutator)
   return hessian, commute

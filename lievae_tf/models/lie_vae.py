@@ -36,6 +36,9 @@ class LieGroupVAE(base.GaussianEncoderVAE):
     hy_hes: weight of the Hessian penalty.
     hy_rec: weight of the group-feature reconstruction loss ||gE - gG||^2.
     hy_commute: weight of the commutator penalty.
+    commutator: its form: 'paper_code' (the paper code's: each basis product A_k A_j minus its
+      matrix transpose) or 'bracket' (the paper text's Lie bracket A_j A_k - A_k A_j, zero exactly
+      when the basis commutes). docs/model.md, "Group losses".
     forward_eg_prob: probability that a training step reconstructs from the encoder's group
       features gE instead of from the exponential map of z (one draw per step).
     recons_loss_type: 'bce' (sigmoid cross-entropy, dSprites) or 'l2' (3DShapes).
@@ -63,6 +66,7 @@ class LieGroupVAE(base.GaussianEncoderVAE):
                hy_hes=40.0,
                hy_rec=0.1,
                hy_commute=0.0,
+               commutator="paper_code",
                forward_eg_prob=0.2,
                recons_loss_type="bce",
                beta=1.0,
@@ -77,6 +81,10 @@ class LieGroupVAE(base.GaussianEncoderVAE):
     if recons_loss_type not in RECONSTRUCTION_LOSSES:
       raise UserError(f"recons_loss_type {recons_loss_type!r} is not one of "
                       f"{RECONSTRUCTION_LOSSES}: use 'bce' for binary images (dSprites) or 'l2'.")
+    if commutator not in lie_group.COMMUTATORS:
+      raise UserError(f"commutator {commutator!r} is not one of {lie_group.COMMUTATORS}: "
+                      "'paper_code' is the paper code's penalty (each basis product minus its "
+                      "transpose), 'bracket' the Lie bracket of the paper's text.")
     if not 0.0 <= forward_eg_prob <= 1.0:
       raise UserError(f"forward_eg_prob {forward_eg_prob!r} is not a probability in [0, 1].")
     if capacity is not None and capacity_leadin <= 0:
@@ -84,7 +92,8 @@ class LieGroupVAE(base.GaussianEncoderVAE):
     config = dict(
         num_channels=num_channels, subgroup_sizes=list(subgroup_sizes),
         subspace_sizes=list(subspace_sizes), lie_alg_init_scale=lie_alg_init_scale,
-        hy_hes=hy_hes, hy_rec=hy_rec, hy_commute=hy_commute, forward_eg_prob=forward_eg_prob,
+        hy_hes=hy_hes, hy_rec=hy_rec, hy_commute=hy_commute, commutator=commutator,
+        forward_eg_prob=forward_eg_prob,
         recons_loss_type=recons_loss_type, beta=beta, capacity=capacity,
         capacity_leadin=capacity_leadin, no_exp=no_exp, bias_init=bias_init, expm=expm,
         seed=seed)
@@ -186,7 +195,8 @@ class LieGroupVAE(base.GaussianEncoderVAE):
 
     squared_diff = tf.square(group_feats_e - group_feats_g)
     gfeat_rec_loss = tf.reduce_mean(tf.reduce_sum(squared_diff, axis=1))
-    hessian_loss, commute_loss = lie_group.group_penalties(self.exp_map.bases)
+    hessian_loss, commute_loss = lie_group.group_penalties(self.exp_map.bases,
+                                                         self.config["commutator"])
     group_loss = (self.config["hy_rec"] * gfeat_rec_loss + self.config["hy_hes"] * hessian_loss +
                   self.config["hy_commute"] * commute_loss)
     return dict(

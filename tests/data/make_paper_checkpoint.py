@@ -1,15 +1,17 @@
-"""Makes tests/data/paper_lie_celeb/: a checkpoint written by the paper code itself, and its outputs.
+"""Makes the tests/data/paper_*/ fixtures: a checkpoint written by the paper code itself, and its
+outputs, for each setting of SETTINGS.
 
 Runs the unmodified paper code (CommutativeLieGroupVAE-Pytorch, given by --paper_code; nothing of
-it is copied here): its `main.py` argument parser with the published dSprites flags, its
-`LieCeleb`, its `set_to_loader`, its training loop `trainin_loop.train` (Adam as its trainer
-makes it) for a few steps on SYNTHETIC images, and its `save_model` (model.pt + args.pt). Then it
-reloads the checkpoint with the paper code's `model_loader` and records what the paper code's
-`main_step` gives on fixed synthetic images: in eval mode (z = mu) and in train mode with known
-reparameterisation noise on both reconstruction paths.
+it is copied here): its `main.py` argument parser with the setting's flags (the published dSprites
+or 3DShapes command, changed where the setting says), its `LieCeleb`, its `set_to_loader`, its
+training loop `trainin_loop.train` (Adam as its trainer makes it) for a few steps on SYNTHETIC
+images, and its `save_model` (model.pt + args.pt). Then it reloads the checkpoint with the paper
+code's `model_loader` and records what the paper code's `main_step` gives on fixed synthetic
+images: in eval mode (z = mu) and in train mode with known reparameterisation noise on both
+reconstruction paths.
 
-Needs torch, numpy, tqdm, tensorboard and matplotlib (the paper code imports them). The command
-that made the stored files is in tests/data/README.md.
+Needs torch, numpy, tqdm, tensorboard and matplotlib (the paper code imports them). The commands
+that made the stored files are in tests/data/README.md.
 """
 
 import argparse
@@ -22,18 +24,51 @@ import types
 
 import numpy as np
 
-# The published dSprites command (the paper code's README) with fewer epochs and no data path.
-PAPER_FLAGS = [
-    "--model=lie_group", "--epochs=2", "--batch-size=256", "--latents", "10",
-    "--learning-rate=1e-4", "--subgroup_sizes_ls", "[100]", "--subspace_sizes_ls", "[10]",
-    "--lie_alg_init_scale", "0.001", "--hy_hes", "40", "--hy_rec", "0.1", "--hy_commute", "0",
-    "--forward_eg_prob=0.2", "--recons_loss_type=bce", "--log-path=paper_run",
-    "--dataset=dsprites", "--eval_dataset=dsprites", "--split=0",
-    # Not in the published command: no images or metrics during this short run.
-    "--visualise=False", "--end-metrics=False",
-]
-NUM_TRAIN_IMAGES = 768  # 3 steps of batch 256 per epoch, 2 epochs: 6 optimiser steps
-NUM_FIXED_IMAGES = 8
+# The paper code's README commands, with fewer epochs and no data path.
+PUBLISHED_FLAGS = {
+    "dsprites": dict(
+        model="lie_group", epochs="2", **{"batch-size": "256", "learning-rate": "1e-4"},
+        latents="10", subgroup_sizes_ls="[100]", subspace_sizes_ls="[10]",
+        lie_alg_init_scale="0.001", hy_hes="40", hy_rec="0.1", hy_commute="0",
+        forward_eg_prob="0.2", recons_loss_type="bce", dataset="dsprites",
+        eval_dataset="dsprites", split="0"),
+    "shapes3d": dict(
+        model="lie_group", epochs="2", **{"batch-size": "256", "learning-rate": "1e-4"},
+        latents="10", subgroup_sizes_ls="[400]", subspace_sizes_ls="[10]",
+        lie_alg_init_scale="0.001", hy_hes="20", hy_rec="0.1", hy_commute="0",
+        forward_eg_prob="0.2", recons_loss_type="l2", dataset="shapes3d",
+        eval_dataset="shapes3d", split="0"),
+}
+# Not in the published commands: no images or metrics during these short runs, a relative log path.
+RUN_FLAGS = {"log-path": "paper_run", "visualise": "False", "end-metrics": "False"}
+
+# Each setting: the published command it starts from, the flags it changes, and its sizes.
+# 3 steps of batch 256 per epoch over NUM_TRAIN_IMAGES, 2 epochs: 6 optimiser steps each.
+NUM_TRAIN_IMAGES = 768
+SETTINGS = {
+    # The published dSprites model (tests/data/paper_lie_celeb).
+    "dsprites": dict(published="dsprites", changes={}, fixed_images=8),
+    # The published 3DShapes model: l2, one subgroup of 400 (20 x 20 matrices), 3 channels.
+    "shapes3d": dict(published="shapes3d", changes={}, fixed_images=4),
+    # Two subgroups of different matrix sizes (8 x 8 and 6 x 6) and latent counts; beta != 1 and
+    # hy_commute > 0, so that a beta or commutator-form difference shows in the loss; and a basis
+    # 200x the published scale, so that expm(sum_j z_j A_j) is far from I + sum_j z_j A_j.
+    "two_subgroups": dict(published="dsprites", fixed_images=8, changes=dict(
+        subgroup_sizes_ls="[64, 36]", subspace_sizes_ls="[6, 4]", beta="4", hy_commute="5",
+        lie_alg_init_scale="0.2")),
+    # The paper's ablation: an MLP instead of the exponential map.
+    "no_exp": dict(published="dsprites", changes=dict(no_exp="True"), fixed_images=8),
+}
+
+
+def paper_flags(setting):
+  """The command-line flags of `setting` for the paper code's main.py."""
+  flags = dict(PUBLISHED_FLAGS[SETTINGS[setting]["published"]], **SETTINGS[setting]["changes"],
+               **RUN_FLAGS)
+  out = []
+  for name, value in flags.items():
+    out += [f"--{name}", value]
+  return out
 
 
 def synthetic_sprites(num, seed):
@@ -52,11 +87,35 @@ def synthetic_sprites(num, seed):
   return images
 
 
+def synthetic_scenes(num, seed):
+  """3DShapes-like 64x64 RGB scenes, uint8 (num, 3, 64, 64): a wall and a floor of random colours
+  split at a random horizon, and one ellipse or rectangle of a third colour on them."""
+  rng = np.random.default_rng(seed)
+  yy, _ = np.mgrid[0:64, 0:64]
+  masks = synthetic_sprites(num, seed + 1000)[:, 0] > 0
+  images = np.zeros((num, 3, 64, 64), np.uint8)
+  for i in range(num):
+    wall, floor, shape = rng.integers(0, 256, size=(3, 3))
+    horizon = rng.integers(28, 44)
+    image = np.where((yy < horizon)[None], wall[:, None, None], floor[:, None, None])
+    images[i] = np.where(masks[i][None], shape[:, None, None], image)
+  return images
+
+
+def images_for(dataset, num, seed):
+  """(uint8 images as stored, float32 images as the paper code's ToTensor gives them), NCHW."""
+  if dataset == "dsprites":
+    images = synthetic_sprites(num, seed)  # dSprites' pixels are 0 or 1
+    return images.astype(np.uint8), images
+  images = synthetic_scenes(num, seed)
+  return images, images.astype(np.float32) / 255  # ToTensor of a uint8 RGB image
+
+
 def stub_torchvision():
   """The paper code imports torchvision for image logging (off here) and for dataset classes this
-  script does not use (the images come from `synthetic_sprites`). PyPI's torchvision wheels link
-  CUDA libraries and do not load beside the CPU build of torch; these placeholders fail loudly if
-  anything calls them."""
+  script does not use (the images are synthetic). PyPI's torchvision wheels link CUDA libraries
+  and do not load beside the CPU build of torch; these placeholders fail loudly if anything calls
+  them."""
   try:
     import torchvision  # pylint: disable=g-import-not-at-top,unused-import
     return
@@ -84,14 +143,16 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument("--paper_code", required=True, help="checkout of the paper code")
   parser.add_argument("--out", required=True, help="output directory (replaced)")
+  parser.add_argument("--setting", default="dsprites", choices=sorted(SETTINGS))
   flags = parser.parse_args()
   paper_code, out = os.path.abspath(flags.paper_code), os.path.abspath(flags.out)
+  setting = SETTINGS[flags.setting]
 
   stub_torchvision()
   import torch  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(1)
   sys.path.insert(0, paper_code)
-  sys.argv = ["main.py"] + PAPER_FLAGS
+  sys.argv = ["main.py"] + paper_flags(flags.setting)
   import main as paper_main  # parses sys.argv at import, as when run  # pylint: disable=g-import-not-at-top
   from datasets.datasets import dataset_meta, set_to_loader  # pylint: disable=g-import-not-at-top
   from logger.tb import Logger  # pylint: disable=g-import-not-at-top
@@ -106,15 +167,18 @@ def main():
   torch.manual_seed(0)
   np.random.seed(0)
   random.seed(0)
-  images = torch.from_numpy(synthetic_sprites(NUM_TRAIN_IMAGES, seed=1))
-  labels = torch.zeros(NUM_TRAIN_IMAGES, 4, dtype=torch.int64)  # unused by the loss
+  images = torch.from_numpy(images_for(args.dataset, NUM_TRAIN_IMAGES, seed=1)[1])
+  labels = torch.zeros(NUM_TRAIN_IMAGES, args.factors - 1, dtype=torch.int64)  # unused by the loss
   trainloader, valloader = set_to_loader(torch.utils.data.TensorDataset(images, labels), None,
                                          args)
   model = models[args.model](args)
   optimiser = torch.optim.Adam(model.parameters(), lr=args.learning_rate)  # as trainer.run
-  # trainer.run's loss_fn for --recons_loss_type=bce.
-  loss_fn = lambda x_hat, x: torch.nn.functional.binary_cross_entropy_with_logits(
-      x_hat.view(x_hat.size(0), -1), x.view(x.size(0), -1), reduction="sum") / x.shape[0]
+  # trainer.run's loss_fn for its --recons_loss_type.
+  if args.recons_loss_type == "l2":
+    loss_fn = lambda x_hat, x: (x_hat.sigmoid() - x).pow(2).sum() / x.shape[0]
+  else:
+    loss_fn = lambda x_hat, x: torch.nn.functional.binary_cross_entropy_with_logits(
+        x_hat.view(x_hat.size(0), -1), x.view(x.size(0), -1), reduction="sum") / x.shape[0]
 
   workdir = tempfile.mkdtemp()
   cwd = os.getcwd()
@@ -138,10 +202,14 @@ def main():
   saved_args = torch.load(os.path.join(out, "checkpoints", "args.pt"), weights_only=False)
   model = models[saved_args.model](saved_args)
   model.load_state_dict(state, strict=True)
-  fixed = torch.from_numpy(synthetic_sprites(NUM_FIXED_IMAGES, seed=2))
-  batch = (fixed, torch.zeros(NUM_FIXED_IMAGES, 4, dtype=torch.int64))
-  record = dict(images=fixed.numpy().astype(np.uint8), paper_commit=np.array(
+  num_fixed = setting["fixed_images"]
+  stored, fixed = images_for(saved_args.dataset, num_fixed, seed=2)
+  fixed = torch.from_numpy(fixed)
+  batch = (fixed, torch.zeros(num_fixed, saved_args.factors - 1, dtype=torch.int64))
+  record = dict(images=stored, paper_commit=np.array(
       os.popen(f"git -C {paper_code} rev-parse HEAD").read().strip()))
+  if saved_args.dataset != "dsprites":
+    record["image_scale"] = np.array(1 / 255, np.float32)  # the model's input is images / 255
 
   def keep(prefix, out_dict, state_keys):
     logs, st = out_dict["out"], out_dict["state"]
@@ -160,7 +228,7 @@ def main():
       np.random.seed(np_seed)
       use_eg = np.random.uniform() < saved_args.forward_eg_prob
       torch.manual_seed(100 + np_seed)
-      noise = torch.randn(NUM_FIXED_IMAGES, saved_args.latents)
+      noise = torch.randn(num_fixed, saved_args.latents)
       torch.manual_seed(100 + np_seed)
       np.random.seed(np_seed)
       # What depends on the noise (the encoder's outputs and x_eg_rec are those of "eval").

@@ -83,24 +83,35 @@ def test_a_traced_step_equals_the_eager_one_bit_for_bit():
 
 
 def test_checkpoints_are_interchangeable_with_keras_adam(tmp_path):
-  """Same slots: a Keras-Adam checkpoint resumes under the PyTorch placement and back."""
-  initial = np.random.default_rng(3).normal(size=300).astype(np.float32)
-  gradients = _gradients(4, seed=4)
-  variable = tf.Variable(initial)
+  """Same slots: a Keras-Adam checkpoint resumes under the PyTorch placement with every slot (m
+  and v of each variable, the iteration count) and every weight restored exactly."""
+  rng = np.random.default_rng(3)
+  initial = [rng.normal(size=300).astype(np.float32), rng.normal(size=(4, 5)).astype(np.float32)]
+  gradients = [_gradients(4, shape=w.shape, seed=4 + i) for i, w in enumerate(initial)]
+  variables = [tf.Variable(w) for w in initial]
   optimizer = adam.make_adam(LEARNING_RATE, 0.9, 0.999, 1e-8, "keras")
-  for gradient in gradients[:2]:
-    optimizer.apply_gradients([(tf.constant(gradient), variable)])
-  path = tf.train.Checkpoint(variable=variable, optimizer=optimizer).save(str(tmp_path / "ckpt"))
+  for step in range(2):
+    optimizer.apply_gradients([(tf.constant(g[step]), v) for g, v in zip(gradients, variables)])
+  path = tf.train.Checkpoint(variables=variables, optimizer=optimizer).save(str(tmp_path / "ckpt"))
 
-  restored_variable = tf.Variable(np.zeros_like(initial))
+  restored_variables = [tf.Variable(np.zeros_like(w)) for w in initial]
   restored = adam.make_adam(LEARNING_RATE, 0.9, 0.999, 1e-8, "pytorch")
-  restored.build([restored_variable])
-  tf.train.Checkpoint(variable=restored_variable, optimizer=restored).restore(
+  restored.build(restored_variables)
+  # Before restoring, every slot and weight differs from the saved one (zeros vs nonzero).
+  assert all(np.all(v.numpy() == 0) for v in restored.variables[1:] + restored_variables)
+  tf.train.Checkpoint(variables=restored_variables, optimizer=restored).restore(
       path).assert_consumed()
   assert int(restored.iterations.numpy()) == 2
-  np.testing.assert_array_equal(restored.variables[1].numpy(), optimizer.variables[1].numpy())
-  for gradient in gradients[2:]:
-    restored.apply_gradients([(tf.constant(gradient), restored_variable)])
+  # iterations, then m and v of each variable.
+  assert len(restored.variables) == len(optimizer.variables) == 1 + 2 * len(initial)
+  for saved, loaded in zip(optimizer.variables, restored.variables):
+    assert saved.shape == loaded.shape
+    np.testing.assert_array_equal(loaded.numpy(), saved.numpy(), err_msg=saved.name)
+  for saved, loaded in zip(variables, restored_variables):
+    np.testing.assert_array_equal(loaded.numpy(), saved.numpy())
+  for step in range(2, 4):
+    restored.apply_gradients([(tf.constant(g[step]), v)
+                              for g, v in zip(gradients, restored_variables)])
   assert int(restored.iterations.numpy()) == 4
 
 

@@ -14,6 +14,7 @@ from lievae_tf import models
 from lievae_tf import training
 from lievae_tf.data import ground_truth as data_lib
 from lievae_tf.errors import UserError
+from lievae_tf.training import options as options_lib
 
 tf1 = tf.compat.v1
 
@@ -83,14 +84,60 @@ def test_bfloat16_run_exports_a_float32_module_equal_to_its_weights_in_float32(t
   assert not np.array_equal(bf16_mean.numpy(), mean.numpy())
 
 
-def test_float16_steps_through_keras_loss_scaling():
-  images = _images(2)
-  vae = training.build_model(models.LieGroupVAE, [64, 64, 1], 0, "mixed_float16")
-  assert isinstance(vae.optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
-  assert vae.encoder.compute_dtype == "float16"
-  history = vae.fit(tf.data.Dataset.from_tensors(images).repeat(), steps_per_epoch=1, verbose=0)
-  assert np.isfinite(history.history["loss"][-1])
-  assert int(vae.optimizer.iterations.numpy()) == 1
+# Keras' loss scale is a power of two, so the nearest wrong scale is 2x or 0.5x: left in the
+# gradients it moves each SGD update by 100 % or 50 % of itself. float16 rounding (unit roundoff
+# 2^-11 = 4.9e-4 per operation, through the encoder and decoder) must stay far below that.
+FLOAT16_UPDATE_TOLERANCE = 0.25
+FLOAT16_STEPS = 5
+
+
+def _sgd_updates(precision, images, initial=None):
+  vae = training.build_model(models.LieGroupVAE, [64, 64, 1], 0, precision)
+  # The float16 build draws its initial weights in another order: start both from the same ones.
+  for weight, value in zip(vae.trainable_weights, initial or []):
+    weight.assign(value)
+  # Plain SGD through the same loss-scaling wrapper as the shipped Adam: SGD's step is linear
+  # in the gradient, so a gradient left scaled shows in full (Adam's would nearly cancel it).
+  vae.compile(optimizer=options_lib.optimizer_for(precision, tf.keras.optimizers.SGD(1e-5)))
+  before = [w.numpy() for w in vae.trainable_weights]
+  data = tf.data.Dataset.from_tensors(images).repeat()
+  scales = []
+  if precision == "mixed_float16":
+    # At Keras' initial 2^15 the summed reconstruction loss overflows float16 gradients: the
+    # dynamic scale halves at each such step, which it skips. Let it settle, then start again
+    # from the initial weights and step 0 (SGD keeps no state) at the scale it found.
+    scales.append(float(vae.optimizer.loss_scale.numpy()))
+    for _ in range(30):
+      vae.fit(data, steps_per_epoch=1, verbose=0)
+      scales.append(float(vae.optimizer.loss_scale.numpy()))
+      if scales[-1] == scales[-2]:
+        break
+    for weight, value in zip(vae.trainable_weights, before):
+      weight.assign(value)
+    vae.optimizer.iterations.assign(0)
+  vae.fit(data, steps_per_epoch=FLOAT16_STEPS, verbose=0)
+  return vae, before, [w.numpy() for w in vae.trainable_weights], scales
+
+
+def test_float16_loss_scaling_over_several_steps_steps_as_float32():
+  images = _images(8)
+  _, before32, after32, _ = _sgd_updates("float32", images)
+  vae16, before16, after16, scales = _sgd_updates("mixed_float16", images, before32)
+  assert isinstance(vae16.optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
+  assert vae16.encoder.compute_dtype == "float16"
+  print("loss scales while settling:", scales)
+  # Every step of the compared run applied at one scale (none skipped), and a scale that scales.
+  assert int(vae16.optimizer.iterations.numpy()) == FLOAT16_STEPS
+  assert float(vae16.optimizer.loss_scale.numpy()) == scales[-1] > 1.0
+  ratios = {}
+  for w, b16, a16, b32, a32 in zip(vae16.trainable_weights, before16, after16, before32, after32):
+    np.testing.assert_array_equal(b16, b32)  # the same initial weights
+    update = np.linalg.norm(a32 - b32)
+    assert update > 0, w.name
+    ratios[w.name] = float(np.linalg.norm((a16 - b16) - (a32 - b32)) / update)
+  worst = max(ratios, key=ratios.get)
+  print("worst |float16 update - float32 update| / |float32 update|:", worst, ratios[worst])
+  assert ratios[worst] < FLOAT16_UPDATE_TOLERANCE, ratios
 
 
 def test_float32_is_the_default_and_a_wrong_precision_is_refused():

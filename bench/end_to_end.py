@@ -67,6 +67,7 @@ FEATURES = {
 def step_worker(setting, batch, data_dir):
   """Serves `run N` (seconds for N steps after one more untimed) on stdin until `quit`."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from lievae_tf.keras2 import keras  # pylint: disable=g-import-not-at-top
   import gin  # pylint: disable=g-import-not-at-top
   from lievae_tf import models, training  # pylint: disable=g-import-not-at-top
   from lievae_tf.data import ground_truth as data_lib  # pylint: disable=g-import-not-at-top
@@ -82,7 +83,7 @@ def step_worker(setting, batch, data_dir):
       data_lib.make_input_fn(ground_truth_data, batch, seed=0))
   gin.clear_config()
   step_ends = []
-  clock = tf.keras.callbacks.LambdaCallback(
+  clock = keras.callbacks.LambdaCallback(
       on_train_batch_end=lambda batch, logs: step_ends.append(time.perf_counter()))
 
   def run(steps):
@@ -144,6 +145,7 @@ def micro_costs(setting, batch, data_dir):
   import threading  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from lievae_tf.keras2 import keras  # pylint: disable=g-import-not-at-top
   import gin  # pylint: disable=g-import-not-at-top
   from lievae_tf import models, training, visualize  # pylint: disable=g-import-not-at-top
   from lievae_tf.data import ground_truth as data_lib  # pylint: disable=g-import-not-at-top
@@ -163,7 +165,7 @@ def micro_costs(setting, batch, data_dir):
   # The bare step, for scale (through fit, no callback but the clock).
   dataset = data_lib.make_input_fn(data, batch, seed=0)()
   step_ends = []
-  clock = tf.keras.callbacks.LambdaCallback(
+  clock = keras.callbacks.LambdaCallback(
       on_train_batch_end=lambda b, logs: step_ends.append(time.perf_counter()))
   vae.fit(dataset, epochs=1, steps_per_epoch=5, verbose=0)
   vae.fit(dataset, epochs=1, steps_per_epoch=31, verbose=0, callbacks=[clock])
@@ -244,21 +246,22 @@ def runner(replaced, argv):
   """Runs bin/lievae_train with `argv`, each callback class named in `replaced` swapped for one
   without a per-step hook (what the run needs of it otherwise kept)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from lievae_tf.keras2 import keras  # pylint: disable=g-import-not-at-top
   from lievae_tf.training import callbacks  # pylint: disable=g-import-not-at-top
   from lievae_tf.training import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
 
-  class NoBar(tf.keras.callbacks.Callback):
+  class NoBar(keras.callbacks.Callback):
     def __init__(self, *args, **kwargs):
       super().__init__()
       self.bar = type("Closed", (), {"close": lambda self: None})()
 
-  class NoStopSignalCheck(tf.keras.callbacks.Callback):
+  class NoStopSignalCheck(keras.callbacks.Callback):
     def __init__(self, received, manager, strategy):
       super().__init__()
       self.any_worker = strategy_lib.AnyWorker(strategy)  # run.fit asks it once, at the end
 
   stand_ins = {"ProgressBar": NoBar, "CheckpointOnStopSignal": NoStopSignalCheck,
-               "StopOnNonFiniteLoss": tf.keras.callbacks.Callback}
+               "StopOnNonFiniteLoss": keras.callbacks.Callback}
   for name in replaced:
     setattr(callbacks, name, stand_ins[name])
   sys.argv = [LIEVAE_TRAIN] + argv
@@ -269,6 +272,7 @@ def read_images_per_second(model_dir):
   """(images/s over every logged window after the first, [(step, images/s) of each window])."""
   from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from lievae_tf.keras2 import keras  # pylint: disable=g-import-not-at-top
   (events,) = glob.glob(os.path.join(model_dir, "logs", "train", "events.*"))
   accumulator = event_accumulator.EventAccumulator(
       events, size_guidance={event_accumulator.TENSORS: 0})

@@ -154,6 +154,7 @@ def _step_comparison(ground_truth_data, dataset_name):
   """Images/s of the training step under each feed, and its CPU ms per step."""
   import gin  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from lievae_tf.keras2 import keras  # pylint: disable=g-import-not-at-top
   from lievae_tf import models, training
   from lievae_tf.data import ground_truth as data_lib  # pylint: disable=g-import-not-at-top
   # The paper's model for this dataset (shapes3d: 400-dim group features, l2 loss).
@@ -176,7 +177,7 @@ def _step_comparison(ground_truth_data, dataset_name):
   for feed in feeds.values():  # tracing, and the first steps' allocations
     vae.fit(feed, epochs=1, steps_per_epoch=3, verbose=0)
 
-  class StepClock(tf.keras.callbacks.Callback):
+  class StepClock(keras.callbacks.Callback):
     """(wall, own CPU, machine busy) seconds at the end of each training step."""
 
     def __init__(self):
@@ -218,6 +219,7 @@ def _speed_case():
 
 def _memory_case():
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from lievae_tf.keras2 import keras  # pylint: disable=g-import-not-at-top
   from lievae_tf.data import ground_truth as data_lib  # pylint: disable=g-import-not-at-top
   tf.constant(0.0) + 1.0  # start TF's runtime before the baseline
   before_load, _ = _memory()

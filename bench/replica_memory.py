@@ -24,6 +24,8 @@ import resource
 
 import tensorflow as tf
 
+from lievae_tf.keras2 import keras
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTINGS = {"dsprites": ("dsprites.gin", [64, 64, 1]), "shapes3d": ("shapes3d.gin", [64, 64, 3])}
 MIB = 2.0**20
@@ -36,7 +38,7 @@ def measure(setting, per_replica_batch, steps):
   from lievae_tf import models, training  # pylint: disable=g-import-not-at-top
   gin_file, image_shape = SETTINGS[setting]
   training.parse_gin([os.path.join(REPO, "gin_configs", gin_file)])
-  tf.keras.backend.clear_session()
+  keras.backend.clear_session()
   vae = models.LieGroupVAE(num_channels=image_shape[-1], seed=0)
   vae.build_variables(image_shape)
   vae.compile(optimizer=training.make_optimizer())

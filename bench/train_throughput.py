@@ -129,6 +129,7 @@ def lievae_worker(setting, batch, data_dir, jit_compile=False, inter_op=None,
                   precision="float32", expm="tf"):
   """Serves `run N` (seconds for N training steps), `peak` and `expm` on stdin."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from lievae_tf.keras2 import keras  # pylint: disable=g-import-not-at-top
   tf.config.threading.set_intra_op_parallelism_threads(THREADS)
   tf.config.threading.set_inter_op_parallelism_threads(inter_op or THREADS)
   import gin  # pylint: disable=g-import-not-at-top
@@ -153,7 +154,7 @@ def lievae_worker(setting, batch, data_dir, jit_compile=False, inter_op=None,
                callbacks_lib.ProgressBar(10**9, 0, 100, batch)]
 
   step_ends = []
-  clock = tf.keras.callbacks.LambdaCallback(
+  clock = keras.callbacks.LambdaCallback(
       on_train_batch_end=lambda batch, logs: step_ends.append(time.perf_counter()))
 
   def run(steps):

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from lievae_tf import random_streams
 from lievae_tf.data import ground_truth as data_lib
+from lievae_tf.keras2 import keras
 
 TRAVERSALS_PNG = "latent_traversals.png"
 RECONSTRUCTIONS_PNG = "reconstructions.png"
@@ -99,7 +100,7 @@ def result_images(vae, ground_truth_data, seed):
           RECONSTRUCTIONS_PNG: png(reconstructions(vae, images))}
 
 
-class ImageLogger(tf.keras.callbacks.Callback):
+class ImageLogger(keras.callbacks.Callback):
   """Every `every` steps and at the last one: TensorBoard images `reconstructions` and
   `latent_traversals` of fixed images."""
 

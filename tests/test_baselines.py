@@ -8,6 +8,7 @@ import tensorflow as tf
 import tensorflow_hub as hub
 
 from conftest import command, train_args
+from lievae_tf.keras2 import keras
 from lievae_tf.models import beta_vae
 from lievae_tf.interop import export
 
@@ -35,7 +36,7 @@ def test_architecture_is_dlibs_conv_encoder_and_deconv_decoder(num_channels):
 
 
 def test_loss_is_bernoulli_plus_beta_kl():
-  tf.keras.utils.set_random_seed(1)
+  keras.utils.set_random_seed(1)
   vae = beta_vae.BetaVAE(num_channels=1, num_latents=4, beta=3.0)
   rng = np.random.default_rng(0)
   images = (rng.uniform(size=(5, 64, 64, 1)) > 0.5).astype(np.float32)
@@ -52,7 +53,7 @@ def test_loss_is_bernoulli_plus_beta_kl():
 
 
 def test_exported_module_equals_the_keras_model(tmp_path):
-  tf.keras.utils.set_random_seed(2)
+  keras.utils.set_random_seed(2)
   vae = beta_vae.BetaVAE(num_channels=3, num_latents=6)
   vae.build_variables([64, 64, 3])
   path = str(tmp_path / "tfhub")

@@ -35,6 +35,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import gin
 import numpy as np
 from lievae_tf import models, random_streams, training
+from lievae_tf.keras2 import keras
 from lievae_tf.data import ground_truth as data_lib
 from lievae_tf.errors import UserError
 from disentanglement_lib.data.ground_truth import named_data  # registers `dataset`
@@ -48,7 +49,7 @@ vae_weights = []
 def run(strategy_name, optimizer, steps, batch=16):
   strategy = training.make_strategy(strategy_name)
   with strategy.scope():
-    tf.keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(0)
     # forward_eg_prob 0.5: with seed 0 the first steps take both reconstruction paths.
     vae = models.LieGroupVAE(num_channels=1, subgroup_sizes=[16, 9], subspace_sizes=[3, 2],
                                 lie_alg_init_scale=0.1, forward_eg_prob=0.5, seed=0)
@@ -64,7 +65,7 @@ out = {}
 # Plain SGD: Adam's first steps are nearly invariant to the scale of the loss, SGD's are not.
 # Adam (the shipped optimiser, with its default settings): a wrong scale or split shows in its
 # moments and so in the later steps.
-for name, optimizer, steps in (("sgd", lambda: tf.keras.optimizers.SGD(1e-5), 3),
+for name, optimizer, steps in (("sgd", lambda: keras.optimizers.SGD(1e-5), 3),
                                ("adam", training.make_optimizer, 3)):
   n1, before1, after1 = run("default", optimizer, steps)
   n2, before2, after2 = run("mirrored", optimizer, steps)

@@ -10,6 +10,7 @@ import tensorflow_hub as hub
 
 from lievae_tf.interop import export
 from lievae_tf import models
+from lievae_tf.keras2 import keras
 
 tf1 = tf.compat.v1
 
@@ -17,7 +18,7 @@ tf1 = tf.compat.v1
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
   """(Keras model, module path, test images, test latents) for a random 3-channel model."""
-  tf.keras.utils.set_random_seed(5)
+  keras.utils.set_random_seed(5)
   vae = models.LieGroupVAE(num_channels=3, subgroup_sizes=[16, 9], subspace_sizes=[3, 2],
                               lie_alg_init_scale=0.2)
   vae.build_variables([64, 64, 3])
@@ -104,7 +105,7 @@ def test_hub_load_and_keras_layer(exported):
   decoded = loaded.signatures["decoder"](latent_vectors=tf.constant(latents))
   np.testing.assert_allclose(decoded["images"], expected["decoder"], rtol=1e-5, atol=1e-5)
 
-  inputs = tf.keras.Input([64, 64, 3])
+  inputs = keras.Input([64, 64, 3])
   encoder = hub.KerasLayer(path, signature="gaussian_encoder", signature_outputs_as_dict=True)
-  keras_model = tf.keras.Model(inputs, encoder(inputs)["mean"])
+  keras_model = keras.Model(inputs, encoder(inputs)["mean"])
   np.testing.assert_allclose(keras_model(images), expected["mean"], rtol=1e-5, atol=1e-5)

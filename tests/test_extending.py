@@ -19,6 +19,7 @@ TOY_MODEL = textwrap.dedent('''
     import gin
     import tensorflow as tf
 
+    from lievae_tf.keras2 import keras
     from lievae_tf.models import base
 
 
@@ -29,10 +30,10 @@ TOY_MODEL = textwrap.dedent('''
       def __init__(self, num_channels=1, num_latents=3, seed=0, name="toy_vae"):
         super().__init__(dict(num_channels=num_channels, num_latents=num_latents, seed=seed),
                          num_latents=num_latents, name=name)
-        self.encoder = tf.keras.Sequential([tf.keras.layers.Flatten(),
-                                            tf.keras.layers.Dense(2 * num_latents)])
-        self.decoder = tf.keras.Sequential([tf.keras.layers.Dense(64 * 64 * num_channels),
-                                            tf.keras.layers.Reshape((64, 64, num_channels))])
+        self.encoder = keras.Sequential([keras.layers.Flatten(),
+                                         keras.layers.Dense(2 * num_latents)])
+        self.decoder = keras.Sequential([keras.layers.Dense(64 * 64 * num_channels),
+                                         keras.layers.Reshape((64, 64, num_channels))])
 
       def gaussian_encoder(self, images):
         mean, logvar = tf.split(self.encoder(images), 2, axis=1)

@@ -28,6 +28,7 @@ import conftest
 from lievae_tf import models
 from lievae_tf import training
 from lievae_tf.errors import UserError
+from lievae_tf.keras2 import keras
 from lievae_tf.models import lie_group
 
 U = np.finfo(np.float32).eps / 2
@@ -132,7 +133,7 @@ def test_fixed_expm_is_nan_past_its_norm_bound_and_for_non_finite_inputs_only():
 
 
 def test_expm_option_selects_the_exponential_and_rejects_unknown_names():
-  tf.keras.utils.set_random_seed(0)
+  keras.utils.set_random_seed(0)
   vae = models.LieGroupVAE(num_channels=1, subgroup_sizes=[16, 9], subspace_sizes=[3, 2],
                            lie_alg_init_scale=0.5, expm="fixed").build_variables([64, 64, 1])
   assert vae.exp_map.expm is lie_group.fixed_expm

@@ -14,6 +14,7 @@ from lievae_tf import models
 from lievae_tf import training
 from lievae_tf.data import ground_truth as data_lib
 from lievae_tf.errors import UserError
+from lievae_tf.keras2 import keras
 from lievae_tf.training import options as options_lib
 
 tf1 = tf.compat.v1
@@ -32,12 +33,12 @@ def _images(batch):
 
 def test_bfloat16_trains_with_float32_loss_terms():
   images = _images(32)
-  tf.keras.utils.set_random_seed(0)
+  keras.utils.set_random_seed(0)
   vae = training.build_model(models.LieGroupVAE, [64, 64, 1], 0, "mixed_bfloat16")
   assert vae.encoder.compute_dtype == "bfloat16" and vae.decoder.compute_dtype == "bfloat16"
   assert vae.exp_map.compute_dtype == "float32"
   assert all(w.dtype == tf.float32 for w in vae.trainable_weights)
-  assert tf.keras.mixed_precision.global_policy().name == "float32"  # restored after building
+  assert keras.mixed_precision.global_policy().name == "float32"  # restored after building
   vae.optimizer.learning_rate.assign(1e-3)
   before = vae.evaluate(images, batch_size=32, verbose=0, return_dict=True)
   vae.fit(tf.data.Dataset.from_tensors(images).repeat(), steps_per_epoch=25, verbose=0)
@@ -98,7 +99,7 @@ def _sgd_updates(precision, images, initial=None):
     weight.assign(value)
   # Plain SGD through the same loss-scaling wrapper as the shipped Adam: SGD's step is linear
   # in the gradient, so a gradient left scaled shows in full (Adam's would nearly cancel it).
-  vae.compile(optimizer=options_lib.optimizer_for(precision, tf.keras.optimizers.SGD(1e-5)))
+  vae.compile(optimizer=options_lib.optimizer_for(precision, keras.optimizers.SGD(1e-5)))
   before = [w.numpy() for w in vae.trainable_weights]
   data = tf.data.Dataset.from_tensors(images).repeat()
   scales = []
@@ -123,7 +124,7 @@ def test_float16_loss_scaling_over_several_steps_steps_as_float32():
   images = _images(8)
   _, before32, after32, _ = _sgd_updates("float32", images)
   vae16, before16, after16, scales = _sgd_updates("mixed_float16", images, before32)
-  assert isinstance(vae16.optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
+  assert isinstance(vae16.optimizer, keras.mixed_precision.LossScaleOptimizer)
   assert vae16.encoder.compute_dtype == "float16"
   print("loss scales while settling:", scales)
   # Every step of the compared run applied at one scale (none skipped), and a scale that scales.
@@ -144,6 +145,6 @@ def test_float32_is_the_default_and_a_wrong_precision_is_refused():
   assert training.training_options()["precision"] == "float32"
   vae = training.build_model(models.LieGroupVAE, [64, 64, 1], 0)
   assert vae.encoder.compute_dtype == "float32"
-  assert not isinstance(vae.optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
+  assert not isinstance(vae.optimizer, keras.mixed_precision.LossScaleOptimizer)
   with pytest.raises(UserError, match="training.precision = 'bfloat16' is not one of"):
     training.training_options(precision="bfloat16")

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from lievae_tf import models
 from lievae_tf import random_streams
+from lievae_tf.keras2 import keras
 from lievae_tf.models import base
 from lievae_tf import training
 from lievae_tf.errors import UserError
@@ -15,7 +16,7 @@ import tolerances as tol
 
 def make_model(num_channels=1, subgroup_sizes=(9, 16), subspace_sizes=(2, 3), basis_scale=0.2,
                seed=0, **kwargs):
-  tf.keras.utils.set_random_seed(seed)
+  keras.utils.set_random_seed(seed)
   vae = models.LieGroupVAE(num_channels=num_channels, subgroup_sizes=subgroup_sizes,
                               subspace_sizes=subspace_sizes, seed=seed, **kwargs)
   vae.build_variables([64, 64, num_channels])
@@ -63,7 +64,7 @@ def test_architecture_has_the_reference_layer_sizes():
 
 
 def test_basis_initialised_with_the_given_scale():
-  tf.keras.utils.set_random_seed(0)
+  keras.utils.set_random_seed(0)
   vae = models.LieGroupVAE(subgroup_sizes=[400], subspace_sizes=[10], lie_alg_init_scale=0.001)
   vae.build_variables([64, 64, 1])
   assert np.std(vae.exp_map.bases[0].numpy()) == pytest.approx(0.001, rel=0.05)
@@ -214,7 +215,7 @@ def test_no_exp_replaces_the_exponential_map_by_an_mlp():
 
 def test_optimizer_is_adam_with_pytorch_defaults():
   optimizer = training.make_optimizer()
-  assert isinstance(optimizer, tf.keras.optimizers.Adam)
+  assert isinstance(optimizer, keras.optimizers.Adam)
   assert float(optimizer.learning_rate) == pytest.approx(1e-4)
   assert optimizer.epsilon == pytest.approx(1e-8)
   assert (optimizer.beta_1, optimizer.beta_2) == (0.9, 0.999)

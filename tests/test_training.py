@@ -13,6 +13,7 @@ from lievae_tf.data import ground_truth as data_lib
 from lievae_tf import models
 from lievae_tf import training
 from lievae_tf.errors import UserError
+from lievae_tf.keras2 import keras
 
 
 def _dsprites():
@@ -33,7 +34,7 @@ def _elements(input_fn, count, context=None):
 def test_a_few_steps_lower_the_loss():
   data = _dsprites()
   images = next(iter(data_lib.make_input_fn(data, 32, seed=0)()))
-  tf.keras.utils.set_random_seed(0)
+  keras.utils.set_random_seed(0)
   vae = models.LieGroupVAE(num_channels=1, subgroup_sizes=[100], subspace_sizes=[10])
   vae.build_variables([64, 64, 1])
   vae.compile(optimizer=training.make_optimizer(learning_rate=1e-3))

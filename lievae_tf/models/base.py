@@ -13,6 +13,7 @@ import contextlib
 import tensorflow as tf
 
 from lievae_tf import random_streams
+from lievae_tf.keras2 import keras
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
@@ -24,12 +25,12 @@ def precision_policy(precision):
   A layer takes the global policy when it is created, so the policy is set only around building
   a model and restored after: the export, which builds the model again, then builds float32.
   """
-  previous = tf.keras.mixed_precision.global_policy()
-  tf.keras.mixed_precision.set_global_policy(precision)
+  previous = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy(precision)
   try:
     yield
   finally:
-    tf.keras.mixed_precision.set_global_policy(previous)
+    keras.mixed_precision.set_global_policy(previous)
 
 
 def as_float32(*tensors):
@@ -55,7 +56,7 @@ def replica_noise(images, num_latents, step_key):
   return noise[replica * local_batch:(replica + 1) * local_batch], replicas
 
 
-class GaussianEncoderVAE(tf.keras.Model):
+class GaussianEncoderVAE(keras.Model):
   """A VAE with a Gaussian encoder, trained by Keras `fit` under any `tf.distribute` strategy.
 
   Subclasses implement (returning float32 tensors also when built under a mixed-precision
@@ -84,9 +85,9 @@ class GaussianEncoderVAE(tf.keras.Model):
     self.config = dict(config)
     self.num_latents = num_latents
     # float32 whatever the precision policy the model is built under.
-    self.trackers = {n: tf.keras.metrics.Mean(name=n, dtype=tf.float32)
+    self.trackers = {n: keras.metrics.Mean(name=n, dtype=tf.float32)
                      for n in self.loss_term_names}
-    self.trackers.update({f"kl_{i}": tf.keras.metrics.Mean(name=f"kl_{i}", dtype=tf.float32)
+    self.trackers.update({f"kl_{i}": keras.metrics.Mean(name=f"kl_{i}", dtype=tf.float32)
                           for i in range(num_latents)})
 
   # The interface.

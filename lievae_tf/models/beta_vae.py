@@ -13,9 +13,10 @@ and export come from the shared base.
 import gin
 import tensorflow as tf
 
+from lievae_tf.keras2 import keras
 from lievae_tf.models import base
 
-layers = tf.keras.layers
+layers = keras.layers
 
 LOSS_TERMS = ("loss", "recon_loss", "beta_kl", "total_kl", "elbo")
 
@@ -25,7 +26,7 @@ class ConvEncoder(layers.Layer):
 
   def __init__(self, num_latents, **kwargs):
     super().__init__(**kwargs)
-    self.body = tf.keras.Sequential([
+    self.body = keras.Sequential([
         layers.Conv2D(32, 4, strides=2, padding="same", activation="relu", name="e1"),
         layers.Conv2D(32, 4, strides=2, padding="same", activation="relu", name="e2"),
         layers.Conv2D(64, 2, strides=2, padding="same", activation="relu", name="e3"),
@@ -43,7 +44,7 @@ class ConvEncoder(layers.Layer):
 
 def deconv_decoder(num_latents, num_channels, name="decoder"):
   """dlib's `deconv_decoder`: latents -> image logits (B, 64, 64, C)."""
-  return tf.keras.Sequential([
+  return keras.Sequential([
       layers.Dense(256, activation="relu", name="d1"),
       layers.Dense(1024, activation="relu", name="d2"),
       layers.Reshape((4, 4, 64)),

@@ -15,6 +15,7 @@ import numbers
 import tensorflow as tf
 
 from lievae_tf.errors import UserError
+from lievae_tf.keras2 import keras
 
 
 def matrix_sizes(subgroup_sizes, subspace_sizes):
@@ -129,7 +130,7 @@ def matrix_exponential(expm):
   return tf.linalg.expm if expm == "tf" else fixed_expm
 
 
-class ExponentialMap(tf.keras.layers.Layer):
+class ExponentialMap(keras.layers.Layer):
   """z (B, D) -> group features (B, sum s_i) through per-subgroup matrix exponentials."""
 
   def __init__(self, subgroup_sizes, subspace_sizes, init_scale=0.001, expm="tf", **kwargs):
@@ -142,7 +143,7 @@ class ExponentialMap(tf.keras.layers.Layer):
         self.add_weight(
             name=f"lie_alg_basis_{i}",
             shape=(latents, m, m),
-            initializer=tf.keras.initializers.RandomNormal(stddev=init_scale))
+            initializer=keras.initializers.RandomNormal(stddev=init_scale))
         for i, (latents, m) in enumerate(zip(self.subspace_sizes, self.matrix_sizes))
     ]
 

@@ -16,8 +16,9 @@ import math
 import tensorflow as tf
 
 from lievae_tf.errors import UserError
+from lievae_tf.keras2 import keras
 
-layers = tf.keras.layers
+layers = keras.layers
 
 KERNEL_SIZE = 4
 BIAS_INITS = ("pytorch", "zeros")
@@ -41,7 +42,7 @@ class Biases:
     if self.scheme == "zeros":
       return "zeros"
     bound = 1.0 / math.sqrt(fan_in)
-    return tf.keras.initializers.RandomUniform(-bound, bound)
+    return keras.initializers.RandomUniform(-bound, bound)
 
   def dense(self, inputs):
     return self._uniform(inputs)
@@ -70,7 +71,7 @@ def _dense(units, inputs, biases, name, activation=None):
 
 
 def _mlp(inputs, hidden, out, biases, name):
-  return tf.keras.Sequential([_dense(hidden, inputs, biases, "hidden", activation="relu"),
+  return keras.Sequential([_dense(hidden, inputs, biases, "hidden", activation="relu"),
                               _dense(out, hidden, biases, "out")], name=name)
 
 
@@ -80,7 +81,7 @@ class GroupEncoder(layers.Layer):
   def __init__(self, num_channels, subgroup_sizes, subspace_sizes, biases, **kwargs):
     super().__init__(**kwargs)
     self.subgroup_sizes = list(subgroup_sizes)
-    self.group_features = tf.keras.Sequential([
+    self.group_features = keras.Sequential([
         _conv(32, num_channels, biases, "conv_1"),
         _conv(32, 32, biases, "conv_2"),
         _conv(64, 32, biases, "conv_3"),
@@ -108,7 +109,7 @@ class GroupDecoder(layers.Layer):
 
   def __init__(self, num_channels, group_feature_size, biases, **kwargs):
     super().__init__(**kwargs)
-    self.net = tf.keras.Sequential([
+    self.net = keras.Sequential([
         _dense(256, group_feature_size, biases, "dense_1", activation="relu"),
         _dense(1024, 256, biases, "dense_2", activation="relu"),
         layers.Reshape((4, 4, 64), name="reshape"),  # torch reshapes to (64, 4, 4)

@@ -12,12 +12,13 @@ step and still 2.2x at step 1,000 (b2 = 0.999), which matters where |gradient| i
 import tensorflow as tf
 
 from lievae_tf.errors import UserError
+from lievae_tf.keras2 import keras
 
 EPSILON_PLACEMENTS = ("keras", "pytorch")
 
 
-class PyTorchAdam(tf.keras.optimizers.Adam):
-  """`tf.keras.optimizers.Adam` that updates as `torch.optim.Adam` (amsgrad off, no weight decay).
+class PyTorchAdam(keras.optimizers.Adam):
+  """`keras.optimizers.Adam` that updates as `torch.optim.Adam` (amsgrad off, no weight decay).
 
   Same slot variables (`m`, `v`) as Keras' Adam, so checkpoints of either restore into the other.
   The bias corrections are computed in float64, as PyTorch computes them in Python floats: in
@@ -70,6 +71,6 @@ def make_adam(learning_rate, beta_1, beta_2, epsilon, epsilon_placement="keras")
   if epsilon_placement not in EPSILON_PLACEMENTS:
     raise UserError(f"optimizer.epsilon_placement = {epsilon_placement!r} is not one of "
                     f"{EPSILON_PLACEMENTS}: 'pytorch' updates as torch.optim.Adam (the paper "
-                    "code), 'keras' as tf.keras.optimizers.Adam.")
-  adam = PyTorchAdam if epsilon_placement == "pytorch" else tf.keras.optimizers.Adam
+                    "code), 'keras' as keras.optimizers.Adam.")
+  adam = PyTorchAdam if epsilon_placement == "pytorch" else keras.optimizers.Adam
   return adam(learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)

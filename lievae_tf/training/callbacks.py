@@ -13,11 +13,12 @@ import tensorflow as tf
 import tqdm
 
 from lievae_tf.errors import UserError
+from lievae_tf.keras2 import keras
 from lievae_tf.training import checkpoints
 from lievae_tf.training import strategy as strategy_lib
 
 
-class StopOnNonFiniteLoss(tf.keras.callbacks.Callback):
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
   """Stops with a UserError that names the non-finite terms; no checkpoint is written after."""
 
   def __init__(self):
@@ -36,7 +37,7 @@ class StopOnNonFiniteLoss(tf.keras.callbacks.Callback):
         "(optimizer.learning_rate) or check the data.")
 
 
-class StepCounting(tf.keras.callbacks.Callback):
+class StepCounting(keras.callbacks.Callback):
   """`self.step(batch)`: the training step (`optimizer.iterations`) after batch `batch` of `fit`,
   counted from the value read once an epoch: a callback that acts every N steps then reads no
   variable on the others (an eager read cost about as much as all its other work a step)."""
@@ -94,7 +95,7 @@ class PeriodicCheckpoint(StepCounting):
       checkpoints.save_checkpoint(self.manager, self.model)
 
 
-class ProgressBar(tf.keras.callbacks.Callback):
+class ProgressBar(keras.callbacks.Callback):
   """A tqdm bar over all training steps: steps/s, images/s and the recent mean loss."""
 
   def __init__(self, total_steps, start_step, every, batch_size):
@@ -148,7 +149,7 @@ def stop_signals_caught():
       signal.signal(s, handler if handler is not None else signal.SIG_DFL)
 
 
-class CheckpointOnStopSignal(tf.keras.callbacks.Callback):
+class CheckpointOnStopSignal(keras.callbacks.Callback):
   """After the step during which a stop signal came (to any worker): every worker saves a
   checkpoint at that step, then training stops with `Preempted`.
 

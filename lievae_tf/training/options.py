@@ -4,6 +4,7 @@ import gin
 import tensorflow as tf
 
 from lievae_tf.errors import UserError
+from lievae_tf.keras2 import keras
 from lievae_tf.models.base import PRECISIONS
 from lievae_tf.training import adam
 
@@ -73,7 +74,7 @@ def optimizer_for(precision, optimizer):
   """float16 needs loss scaling (its gradients underflow); Keras' LossScaleOptimizer does it
   under every strategy. bfloat16 has float32's exponent range and needs none."""
   if precision == "mixed_float16":
-    return tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
+    return keras.mixed_precision.LossScaleOptimizer(optimizer)
   return optimizer
 
 
@@ -82,7 +83,7 @@ def make_optimizer(learning_rate=1e-4, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
                    epsilon_placement="keras"):
   """Adam with the reference's (PyTorch's default) settings.
 
-  `epsilon_placement`: 'keras' (tf.keras.optimizers.Adam, which adds epsilon before the bias
+  `epsilon_placement`: 'keras' (keras.optimizers.Adam, which adds epsilon before the bias
   correction of sqrt(v)) or 'pytorch' (steps as torch.optim.Adam, the paper code's optimiser;
   see `adam.PyTorchAdam`). Both keep the same slots, so a checkpoint resumes under either.
   """

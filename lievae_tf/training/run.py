@@ -23,6 +23,7 @@ from lievae_tf import visualize
 from lievae_tf.data import ground_truth as data_lib
 from lievae_tf.errors import UserError
 from lievae_tf.interop import export
+from lievae_tf.keras2 import keras
 from lievae_tf.training import callbacks as callbacks_lib
 from lievae_tf.training import checkpoints
 from lievae_tf.training import devices as devices_lib
@@ -139,7 +140,7 @@ class Run:
   devices: dict  # what trains (devices_lib.report), recorded in the results
   ground_truth_data: object
   image_shape: list
-  vae: tf.keras.Model
+  vae: keras.Model
   manager: tf.train.CheckpointManager
   write_dir: str  # where this process saves checkpoints
   start_step: int  # restored from a checkpoint, else 0
@@ -167,7 +168,7 @@ def set_up(model_dir, overwrite, model_class, random_seed, batch_size, allow_con
   strategy_lib.sync_workers(strategy)
   started = time.time()
 
-  tf.keras.utils.set_random_seed(random_seed)
+  keras.utils.set_random_seed(random_seed)
   ground_truth_data = data_lib.load_ground_truth_data()
   image_shape = data_lib.observation_shape(ground_truth_data)
 

@@ -5,8 +5,8 @@ set here, before any test module imports them.
 """
 
 import atexit
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys

@@ -1,4 +1,4 @@
-"""scripts/setup_env.sh: which TensorFlow build it picks, and the Python preflight.
+"""scripts/setup_env.sh: which stack and TensorFlow build it picks, and the Python preflight.
 
 It runs in a copy of the files it reads, with stand-ins for `nvidia-smi` and for interpreters on
 PATH; `--plan` prints its choices without installing, and the preflight stops before any venv is
@@ -16,7 +16,9 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASH = shutil.which("bash")
 ENV_FILES = ["requirements.txt", "requirements-common.txt", "requirements-gpu.txt",
-             "requirements-dlib.txt", "setup.py", "scripts/setup_env.sh"]
+             "requirements-current.txt", "requirements-current-common.txt",
+             "requirements-current-gpu.txt", "requirements-dlib.txt", "setup.py",
+             "scripts/setup_env.sh"]
 NO_DRIVER = ("echo 'NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.' >&2\n"
              "exit 9")
 
@@ -40,7 +42,8 @@ def tree(tmp_path):
 
 def setup_env(root, *args, path=None, **env):
   stand_ins = root.parent / "stand_ins"
-  full_env = {k: v for k, v in os.environ.items() if k not in ("LIEVAE_TF_BUILD", "PYTHON")}
+  full_env = {k: v for k, v in os.environ.items()
+              if k not in ("LIEVAE_TF_BUILD", "LIEVAE_TF_STACK", "LIEVAE_TF_VENV", "PYTHON")}
   full_env.update(env, PATH=f"{stand_ins}:{path or os.environ['PATH']}")
   return subprocess.run([BASH, str(root / "scripts/setup_env.sh"), *args], env=full_env,
                         capture_output=True, text=True, timeout=120)
@@ -63,7 +66,7 @@ def test_gpu_build_when_nvidia_smi_lists_gpus(tree):
   out = plan(tree)
   assert "TensorFlow build: gpu (nvidia-smi -L lists 2 GPU(s)" in out
   assert "pip install -r requirements-gpu.txt\n" in out
-  assert "pip install -e .[test,torch,gpu]\n" in out
+  assert "pip install -e .[test,torch]\n" in out
 
 
 def test_cpu_build_when_nvidia_smi_finds_no_driver(tree):
@@ -71,7 +74,7 @@ def test_cpu_build_when_nvidia_smi_finds_no_driver(tree):
   out = plan(tree)
   assert "TensorFlow build: cpu (no GPU listed by nvidia-smi -L" in out
   assert "pip install -r requirements.txt\n" in out
-  assert "pip install -e .[test,torch,cpu]\n" in out
+  assert "pip install -e .[test,torch]\n" in out
 
 
 def test_override_wins_and_the_stamp_names_the_build(tree):
@@ -94,7 +97,7 @@ def test_unknown_build_is_one_line(tree):
 
 
 def _tools_without_python(tmp_path):
-  """A PATH of the commands setup_env.sh uses and no interpreter: a machine with no Python 3.11."""
+  """A PATH of the commands setup_env.sh uses and no interpreter."""
   tools = tmp_path / "tools"
   tools.mkdir()
   for name in ["bash", "cat", "cut", "dirname", "find", "grep", "sha256sum", "sort", "tail",
@@ -103,39 +106,66 @@ def _tools_without_python(tmp_path):
   return str(tools)
 
 
-def test_only_python_313_stops_before_installing_with_one_line(tree, tmp_path):
+def _only_python(tmp_path, version):
+  """Stand-ins python3 and python3.X that answer every call as Python `version`; logs calls."""
   calls = tmp_path / "interpreter_calls"
-  for name in ("python3", "python3.13"):
-    # Answers the version query as Python 3.13 does, and logs every call.
-    _executable(tmp_path / "stand_ins" / name, f'echo "$@" >> {calls}\necho 3.13')
+  for name in ("python3", f"python{version}"):
+    _executable(tmp_path / "stand_ins" / name, f'echo "$@" >> {calls}\necho {version}')
+  return calls
+
+
+def test_only_python_313_gets_the_current_stack(tree, tmp_path):
+  _only_python(tmp_path, "3.13")
+  nvidia_smi(tree, NO_DRIVER)
+  tools = _tools_without_python(tmp_path)
+  result = setup_env(tree, "--plan", path=tools)
+  assert result.returncode == 0, result.stderr
+  assert "Python: python3 (3.13)" in result.stderr
+  assert "stack: current (from Python 3.13" in result.stderr
+  assert "pip install -r requirements-current.txt\n" in result.stderr
+  assert "pip install -e .[test]\n" in result.stderr  # no torch: a CUDA build on 3.13
+  nvidia_smi(tree, "echo 'GPU 0: Tesla T4 (UUID: GPU-0)'")
+  gpu = setup_env(tree, "--plan", path=tools)
+  assert "pip install -r requirements-current-gpu.txt\n" in gpu.stderr
+
+
+def test_an_unsupported_python_stops_before_installing_with_one_line(tree, tmp_path):
+  calls = _only_python(tmp_path, "3.14")
   nvidia_smi(tree, NO_DRIVER)
   result = setup_env(tree, path=_tools_without_python(tmp_path))  # the real install path
   assert result.returncode == 1
   line = result.stderr
   assert line.count("\n") == 1, line
-  assert "python3 (Python 3.13) cannot run this project" in line
-  assert "disentanglement_lib needs TensorFlow 2.15's TF1 APIs" in line
-  assert "TF 2.15 supports Python 3.9-3.11 only" in line
-  for way in ("PYTHON=", "pyenv install 3.11", "uv python install 3.11", "conda create"):
+  assert "python3 (Python 3.14) cannot run this project: it needs Python 3.9-3.13" in line
+  for way in ("PYTHON=", "pyenv install 3.13", "uv python install 3.13", "conda create"):
     assert way in line
-  assert line.rstrip().endswith("Interpreters on PATH: python3 (3.13), python3.13 (3.13).")
+  assert line.rstrip().endswith("Interpreters on PATH: python3 (3.14), python3.14 (3.14).")
   assert not (tree / ".venv").exists()
   assert "-m" not in calls.read_text().split()  # never asked to make a venv or run pip
 
 
-def test_python_variable_is_checked(tree, tmp_path):
+def test_python_and_stack_variables_are_checked(tree, tmp_path):
   nvidia_smi(tree, NO_DRIVER)
-  _executable(tmp_path / "stand_ins" / "python3.13", "echo 3.13")
-  result = setup_env(tree, PYTHON="python3.13")
+  for version in ("3.11", "3.13", "3.14"):
+    _executable(tmp_path / "stand_ins" / f"python{version}", f"echo {version}")
+  result = setup_env(tree, PYTHON="python3.14")
   assert result.returncode == 1 and result.stderr.count("\n") == 1
-  assert "python3.13 (Python 3.13) cannot run this project" in result.stderr
-  assert "python3.13 (3.13)" in result.stderr.split("Interpreters on PATH:")[1]
+  assert "python3.14 (Python 3.14) cannot run this project" in result.stderr
+  assert "python3.14 (3.14)" in result.stderr.split("Interpreters on PATH:")[1]
   result = setup_env(tree, PYTHON="python3.99-missing")
   assert result.returncode == 1 and result.stderr.count("\n") == 1
   assert "PYTHON=python3.99-missing is not an interpreter" in result.stderr
-  # A supported version passes the preflight (the stand-in also answers the venv check).
-  _executable(tmp_path / "stand_ins" / "python3.11", "echo 3.11")
-  assert "Python: python3.11 (3.11)" in plan(tree, PYTHON="python3.11")
+  assert "stack: pinned (from Python 3.11" in plan(tree, PYTHON="python3.11")
+  assert "stack: current (from Python 3.13" in plan(tree, PYTHON="python3.13")
+  current_on_311 = plan(tree, PYTHON="python3.11", LIEVAE_TF_STACK="current")
+  assert "stack: current (LIEVAE_TF_STACK=current" in current_on_311
+  assert "pip install -r requirements-current.txt\n" in current_on_311
+  result = setup_env(tree, "--plan", PYTHON="python3.13", LIEVAE_TF_STACK="pinned")
+  assert result.returncode == 1 and result.stderr.count("\n") == 1
+  assert "it needs Python 3.9-3.11 (the pinned stack, TF 2.15)" in result.stderr
+  result = setup_env(tree, "--plan", LIEVAE_TF_STACK="latest")
+  assert result.returncode == 1 and result.stderr.count("\n") == 1
+  assert "LIEVAE_TF_STACK=latest is neither pinned nor current" in result.stderr
 
 
 def test_one_tensorflow_release_for_both_builds():
@@ -143,8 +173,13 @@ def test_one_tensorflow_release_for_both_builds():
     with open(os.path.join(REPO, name)) as f:
       return re.findall(r"^(tensorflow(?:-cpu|\[and-cuda\])?)==(\S+)", f.read(), re.M)
 
-  assert pins("requirements-common.txt") == []  # shared pins hold no TF build
-  (cpu_name, cpu_version), = pins("requirements.txt")
-  (gpu_name, gpu_version), = pins("requirements-gpu.txt")
-  assert (cpu_name, gpu_name) == ("tensorflow-cpu", "tensorflow[and-cuda]")
-  assert cpu_version == gpu_version
+  for common, cpu, gpu, cpu_distribution in (
+      ("requirements-common.txt", "requirements.txt", "requirements-gpu.txt", "tensorflow-cpu"),
+      # tf-keras 2.21 depends on `tensorflow`, whose Linux wheel runs on CPUs too.
+      ("requirements-current-common.txt", "requirements-current.txt",
+       "requirements-current-gpu.txt", "tensorflow")):
+    assert pins(common) == []  # shared pins hold no TF build
+    (cpu_name, cpu_version), = pins(cpu)
+    (gpu_name, gpu_version), = pins(gpu)
+    assert (cpu_name, gpu_name) == (cpu_distribution, "tensorflow[and-cuda]")
+    assert cpu_version == gpu_version

@@ -48,6 +48,17 @@ def alias_collections_abc():
       setattr(collections, name, getattr(collections.abc, name))
 
 
+def use_legacy_keras():
+  """dlib's architectures (its `dlib_train` models) call `tf.compat.v1.layers`, which TF 2.16+
+  (current stack) builds on Keras 3 and refuses ("not available with Keras 3") unless
+  TF_USE_LEGACY_KERAS=1 makes them use tf_keras; it must be set before TF is imported."""
+  try:
+    importlib.metadata.version("tf-keras")
+  except importlib.metadata.PackageNotFoundError:
+    return  # the pinned stack: TF 2.15's own Keras 2
+  os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+
 def assign_from_checkpoint_fn(model_path, var_list, ignore_missing_vars=False,
                               reshape_variables=False):
   """The subset of TF 1's `contrib.framework.assign_from_checkpoint_fn` that dlib uses."""
@@ -144,8 +155,10 @@ def apply():
     return
   _applied = True
   import wrapt  # pylint: disable=g-import-not-at-top
+  # These two must act before their modules execute: no post-import hook can.
   if not _gin_at_least_0_5():
-    alias_collections_abc()  # before gin's own modules execute: no post-import hook can
+    alias_collections_abc()
+  use_legacy_keras()
   for module_name, shim in SHIMS:
     wrapt.register_post_import_hook(shim, module_name)
   if speedups_enabled():

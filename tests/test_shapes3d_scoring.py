@@ -136,6 +136,7 @@ def test_a_malformed_npz_is_named(tmp_path, dlib_module, monkeypatch):
 
 
 def test_training_from_dlibs_npz_divides_each_uint8_batch_as_dlib(roots, dlib_module, monkeypatch):
+  from disentanglement_lib.data.ground_truth import named_data  # pylint: disable=g-import-not-at-top,unused-import (registers `dataset`, whatever ran before)
   _point_dlib_at(monkeypatch, dlib_module, roots["npz"])
   gin.clear_config()
   gin.parse_config(["dataset.name = 'shapes3d'"])

@@ -11,7 +11,7 @@ throughput: images/s of the encoder mean, at the batch sizes dlib's metrics call
                  `disentanglement_lib/evaluation/evaluate.py` does (signature "representation",
                  `np.array(output["default"])`);
     hub          the same through the stock `tensorflow_hub.eval_function_for_module` (how dlib
-                 scored before, and with LIEVAE_TF_FROZEN_SCORING=0);
+                 scored before, and with LIEVAE_TF_DLIB_SPEEDUPS=0);
     keras        `LieGroupVAE.gaussian_encoder` called eagerly, `.numpy()` of the mean;
     keras_tf_fn  the same in a `tf.function` (one trace for any batch size);
     torch        `torch_reference.Encoder` under `torch.inference_mode()` (channels-first
@@ -145,7 +145,8 @@ def make_encoder(path, model_dir):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if path in ("hub", "hub_frozen"):
-    import lievae_tf  # pylint: disable=g-import-not-at-top,unused-import  # dlib's shims
+    from lievae_tf import compat  # pylint: disable=g-import-not-at-top
+    compat.apply()  # dlib's shims (and the speed-ups, unless switched off)
     import tensorflow_hub as hub  # pylint: disable=g-import-not-at-top
     if path == "hub_frozen":
       from disentanglement_lib.evaluation import evaluate  # pylint: disable=g-import-not-at-top
@@ -153,7 +154,7 @@ def make_encoder(path, model_dir):
       hub = evaluate.hub  # what dlib calls
       if not isinstance(hub, frozen_module.HubForScoring):
         raise SystemExit(f"hub_frozen: dlib's evaluate.hub is not frozen_module's ({hub!r}); "
-                         f"is {frozen_module.ENV_VAR}=0 set?")
+                         f"is {compat.SPEEDUPS_SWITCH}=0 set?")
     module_path = os.path.join(representation_dir(model_dir), "tfhub")
     # Open for the worker's life, as dlib keeps it open for a whole metric; the closure holds
     # the context, whose collection would close the session.

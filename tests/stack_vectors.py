@@ -37,7 +37,10 @@ SCORES = {
     "mig": ("dlib", "mig.gin", "discrete_mig", ["mig.num_train = 1000"]),
     "factor_vae": ("dlib", "factor_vae_metric.gin", "eval_accuracy",
                    ["factor_vae_score.num_variance_estimate = 1000",
-                    "factor_vae_score.num_train = 300", "factor_vae_score.num_eval = 200"]),
+                    "factor_vae_score.num_train = 300", "factor_vae_score.num_eval = 200",
+                    # Keep every code: a short run's codes all vary less than dlib's 0.05, and a
+                    # score of 0 (all pruned) would compare nothing.
+                    "prune_dims.threshold = 0.0"]),
     "dci": ("dlib", "dci.gin", "disentanglement", ["dci.num_train = 500", "dci.num_test = 300"]),
     "paper_mig": ("own", "paper_mig.gin", "discrete_mig", []),
 }

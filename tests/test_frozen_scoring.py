@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import conftest
+from lievae_tf import compat
 from lievae_tf.evaluation import frozen_module
 from lievae_tf.evaluation import registry
 from lievae_tf.pipeline import sweep
@@ -74,14 +75,14 @@ def test_frozen_outputs_equal_the_stock_function_for_every_signature(
 
 def test_dlib_evaluate_scores_through_the_frozen_module_in_every_process():
   """What the `.pth` hook gives a fresh process of the environment that imports dlib's evaluate
-  (the stock `dlib_evaluate`, `lievae_evaluate`'s workers), with and without the escape hatch."""
+  (the stock `dlib_evaluate`), with and without the speed-ups' switch; the metric suite's
+  one-module-per-path wrapper goes on top (it applies the speed-ups itself, switch or not)."""
   probe = (
       "import json, tensorflow_hub\n"
       "from disentanglement_lib.evaluation import evaluate\n"
-      "from lievae_tf import compat\n"
-      "from lievae_tf.evaluation import frozen_module, suite\n"
+      "from lievae_tf.evaluation import frozen_module, speedups, suite\n"
       "hub = evaluate.hub\n"
-      "compat.AFTER_IMPORT[evaluate.__name__](evaluate)  # again: must not wrap twice\n"
+      "speedups.use_frozen_scoring(evaluate)  # again: must not wrap twice\n"
       "with suite._shared_loads():  # the metric suite's one-module-per-path wrapper\n"
       "  suite_hub = evaluate.hub._hub\n"
       "print(json.dumps({\n"
@@ -91,20 +92,21 @@ def test_dlib_evaluate_scores_through_the_frozen_module_in_every_process():
       "  'forwards': hub.Module is tensorflow_hub.Module,\n"
       "  'idempotent': evaluate.hub is hub,\n"
       "  'suite_on_top': suite_hub is hub,\n"
-      "  'tensorflow_hub_stock': tensorflow_hub.eval_function_for_module.__module__ =="
-      " 'tensorflow_hub.module'}))\n")
+      "  'tensorflow_hub_stock': tensorflow_hub.eval_function_for_module.__module__ in"
+      " ('tensorflow_hub.module', 'lievae_tf.interop.tf1_hub')}))\n")
   found = {}
   for switch in ("1", "0"):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **{frozen_module.ENV_VAR: switch})
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **{compat.SPEEDUPS_SWITCH: switch})
     result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
                             text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     found[switch] = json.loads(result.stdout.strip().splitlines()[-1])
   assert found["1"] == dict(frozen=True, wraps_tensorflow_hub=True, forwards=True,
                             idempotent=True, suite_on_top=True, tensorflow_hub_stock=True)
-  # The escape hatch: dlib's evaluate keeps tensorflow_hub itself.
+  # Switched off: dlib's evaluate keeps tensorflow_hub itself, until the suite (our command)
+  # chooses the frozen path explicitly.
   assert found["0"] == dict(frozen=False, wraps_tensorflow_hub=False, forwards=True,
-                            idempotent=True, suite_on_top=True, tensorflow_hub_stock=True)
+                            idempotent=False, suite_on_top=False, tensorflow_hub_stock=True)
 
 
 # The registry's small sizes; FactorVAE smaller still (it encodes 64 images per training point).
@@ -121,7 +123,7 @@ def test_stock_dlib_evaluate_scores_equal_the_stock_hub_path(metric, representat
   scores = {}
   for switch in ("1", "0"):  # frozen (the default), then stock tensorflow_hub
     output_dir = str(tmp_path / switch)
-    env = dict(os.environ, **{frozen_module.ENV_VAR: switch})
+    env = dict(os.environ, **{compat.SPEEDUPS_SWITCH: switch})
     stock_command = sweep.evaluate_command(representation_dir, output_dir, metric,
                                            _BINDINGS[metric])
     assert os.path.basename(stock_command[0]) == "dlib_evaluate"

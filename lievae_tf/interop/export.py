@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 
+import numpy as np
 import tensorflow as tf
 
 from lievae_tf.interop import tf1_hub
@@ -90,7 +91,11 @@ def export_tfhub(vae, image_shape, export_path):
     with base.precision_policy("float32"):
       type(vae)(**config)
   # weights: (name, shape) of the module graph's variables, in the order of `vae.weights`.
-  trained = [w.numpy() for w in vae.weights]
+  # Trainable weights from the model; the rest (its loss trackers' accumulators) start at zero as
+  # in a fresh graph: reading those, which sync on read, would be a collective under
+  # multi-worker training, and the other workers may be gone by now.
+  trained = [w.numpy() if w.trainable else np.zeros(w.shape, w.dtype.as_numpy_dtype)
+             for w in vae.weights]
   if [shape for _, shape in weights] != [value.shape for value in trained]:
     raise ValueError(f"export: the module's variables {weights} do not match the trained "
                      f"weights {[value.shape for value in trained]}")

@@ -1,12 +1,11 @@
 """Every metric the project scores with, once: name, gin config, score key, bindings.
 
-The sweep, the quickstart, `lievae_evaluate` and the site hook (which registers our own metrics
-with gin when dlib's `evaluate` module is imported) all read this table. A new metric is one
-module (a dlib evaluation function registered with `@gin.configurable`), one gin file in
-`metric_configs/` and one `register(Metric(...))` below (see docs/extending.md).
+The sweep, the quickstart and `lievae_evaluate` read this table. A new metric is one module (a
+dlib evaluation function registered with `@gin.configurable`), one gin file in `metric_configs/`
+that imports that module (so that the stock `dlib_evaluate` registers it too) and one
+`register(Metric(...))` below (see docs/extending.md).
 
-Importing this module imports neither TensorFlow nor disentanglement_lib: the site hook runs it
-in every process.
+Importing this module imports neither TensorFlow nor disentanglement_lib.
 """
 
 import dataclasses
@@ -95,7 +94,8 @@ def bindings_for(metric, bindings):
 
 
 def import_own_metrics():
-  """Imports the modules of our own metrics, registering them with gin (for `dlib_evaluate`)."""
+  """Imports the modules of our own metrics, registering them with gin in this process (their gin
+  files import them too, for `dlib_evaluate`)."""
   import importlib  # pylint: disable=g-import-not-at-top
   for module in sorted({m.module for m in _METRICS.values() if m.module}):
     importlib.import_module(module)

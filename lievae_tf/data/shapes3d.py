@@ -23,7 +23,7 @@ import gin
 import numpy as np
 
 from lievae_tf import data
-from lievae_tf.data import synthetic
+from lievae_tf import model_dir
 from lievae_tf.errors import UserError
 
 DLIB_NPZ_FILENAME = ("look-at-object-room_floor-hueXwall-hueXobj-hueXobj-sizeXobj-shapeXview-azi"
@@ -272,7 +272,7 @@ def write_dlib_npz(h5_path, root=None, overwrite=False):
     if sizes != FULL_FACTOR_SIZES:
       print(f"warning: {h5_path} has factor sizes {sizes}; dlib's own Shapes3D assumes "
             f"{FULL_FACTOR_SIZES} (the lean one installed here reads the file's grid).")
-    with synthetic.atomic_file(path) as tmp:
+    with model_dir.atomic_file(path) as tmp:
       # Stored, not deflated: the images barely compress and deflate would cost minutes.
       with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
         chunks = (images[s:s + _CHUNK_IMAGES] for s in range(0, len(images), _CHUNK_IMAGES))

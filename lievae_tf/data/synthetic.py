@@ -25,12 +25,12 @@ full sizes [3, 6, 40, 32, 32]; with a smaller grid the sampling (which uses the
 file's `latents_sizes`) is right but that property is not.
 """
 
-import contextlib
 import datetime
 import os
-import tempfile
 
 import numpy as np
+
+from lievae_tf import model_dir
 
 DSPRITES_FACTOR_NAMES = ("color", "shape", "scale", "orientation", "posX", "posY")
 DSPRITES_FULL_FACTOR_SIZES = (1, 3, 6, 40, 32, 32)
@@ -240,32 +240,9 @@ def _readme_text(path, sizes, num_images):
       "full sizes [3, 6, 40, 32, 32], whatever the grid in this file.\n")
 
 
-@contextlib.contextmanager
-def atomic_file(path):
-  """Yields a temporary path beside `path`, renamed to `path` when the block succeeds.
-
-  The temporary file is in the same directory so that os.replace is atomic: an
-  interrupted write never leaves a partial file under the final name.
-  """
-  directory, name = os.path.split(os.path.abspath(path))
-  fd, tmp_path = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-  os.close(fd)
-  try:
-    yield tmp_path
-    # mkstemp creates the file 0600; give it the permissions a plain open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
-    os.replace(tmp_path, path)
-  except BaseException:
-    if os.path.exists(tmp_path):
-      os.remove(tmp_path)
-    raise
-
-
 def _atomic_write(path, write_fn):
   """Calls write_fn(binary file) on a temporary file, then renames it to path."""
-  with atomic_file(path) as tmp_path:
+  with model_dir.atomic_file(path) as tmp_path:
     with open(tmp_path, "wb") as f:
       write_fn(f)
       f.flush()
@@ -415,7 +392,7 @@ def write_synthetic_shapes3d_h5(path, factor_sizes=SHAPES3D_FULL_FACTOR_SIZES, o
   num_images = int(np.prod(sizes))
 
   # h5py needs a file it can also read back: write to a temporary path, then rename.
-  with atomic_file(path) as tmp_path:
+  with model_dir.atomic_file(path) as tmp_path:
     with h5py.File(tmp_path, "w") as h5:
       images = h5.create_dataset("images", (num_images, 64, 64, 3), np.uint8,
                                  chunks=(min(num_images, 64), 64, 64, 3))

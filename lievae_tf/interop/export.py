@@ -10,23 +10,15 @@ looks finished.
 
 import contextlib
 import os
-import shutil
 
 import numpy as np
 import tensorflow as tf
 
 from lievae_tf.interop import tf1_hub
-from lievae_tf.model_dir import atomic_directory  # pylint: disable=unused-import (callers use it from here too)
+from lievae_tf import model_dir
 from lievae_tf.models import base
 
 tf1 = tf.compat.v1
-
-
-def remove_partial_outputs(model_dir):
-  """Deletes temporaries that an interrupted export may have left in `model_dir`."""
-  for entry in os.listdir(model_dir):
-    if entry.startswith(".") and ".partial-" in entry:
-      shutil.rmtree(os.path.join(model_dir, entry), ignore_errors=True)
 
 
 def _module_fn_for(model_class, config, image_shape, weights):
@@ -111,7 +103,7 @@ def write_results(results_dir, results_dict, extra_files=None):
   before it is renamed into place, so they appear together with the results or not at all.
   """
   from disentanglement_lib.utils import results  # pylint: disable=g-import-not-at-top
-  with atomic_directory(results_dir) as tmp:
+  with model_dir.atomic_directory(results_dir) as tmp:
     results.update_result_directory(tmp, "train", dict(results_dict))
     for relative_path, content in (extra_files or {}).items():
       path = os.path.join(tmp, relative_path)

@@ -15,7 +15,6 @@ import builtins
 import io
 import os
 import pickle
-import shutil
 import time
 import zipfile
 
@@ -404,27 +403,10 @@ def import_checkpoint(checkpoint_dir, model_dir, overwrite=False):
   config saved in `results/gin/train.gin` holds `dataset.name` and the `LieGroupVAE` settings.
   Clears gin's configuration before and after. Returns (model, config) as `load_checkpoint`.
   """
-  from lievae_tf.interop import export  # pylint: disable=g-import-not-at-top
   started = time.time()
   state, config, dataset_name, args = read_checkpoint(checkpoint_dir)  # fail before writing
-  if os.path.isdir(model_dir) and overwrite:
-    shutil.rmtree(model_dir)
-  elif model_dir_lib.is_finished(model_dir):
-    raise UserError(f"{model_dir} already holds a finished model ({model_dir_lib.FINISHED_MARKER} "
-                    "exists); nothing was changed. Pass --overwrite to replace it, or choose "
-                    "another --model_dir.")
-  elif os.path.isdir(model_dir):
-    export.remove_partial_outputs(model_dir)
-    # Anything else there (an unfinished training run, say) would be mixed with the import.
-    if os.listdir(model_dir):
-      raise UserError(f"{model_dir} is not empty ({', '.join(sorted(os.listdir(model_dir))[:5])})"
-                      "; nothing was changed. Pass --overwrite to replace it, or choose another "
-                      "--model_dir.")
-  try:
-    os.makedirs(model_dir, exist_ok=True)
-  except OSError as e:
-    raise UserError(f"cannot create --model_dir {model_dir}: {e.strerror}.") from None
-
+  # Not resumable: anything else there (an unfinished training run, say) would be mixed in.
+  model_dir_lib.prepare(model_dir, overwrite, resume=False, overwrite_does="replace it")
   results_dict = dict(imported_from=os.path.abspath(checkpoint_dir), paper_model=args.model,
                       paper_dataset=args.dataset)
   vae = write_model_dir(config, dataset_name, model_dir,

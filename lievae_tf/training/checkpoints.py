@@ -1,9 +1,8 @@
-"""The model_dir: preparing it, checkpoints (where each worker saves, restoring the newest
-readable one, saving only finite weights) and the marker of a finished run."""
+"""Checkpoints in the model_dir: where each worker saves, restoring the newest readable one,
+saving only finite weights, and the gin config a resume must match."""
 
 import errno
 import os
-import shutil
 import sys
 
 from absl import logging
@@ -11,33 +10,10 @@ import gin
 import numpy as np
 import tensorflow as tf
 
+from lievae_tf import model_dir as model_dir_lib
 from lievae_tf.errors import UserError
 from lievae_tf.model_dir import CHECKPOINT_DIR
-from lievae_tf.model_dir import FINISHED_MARKER
-from lievae_tf.model_dir import is_finished
-from lievae_tf.interop import export
 from lievae_tf.training import strategy as strategy_lib
-
-def prepare_model_dir(model_dir, overwrite):
-  """Refuses a finished model_dir without overwrite; creates or cleans it otherwise."""
-  if os.path.isdir(model_dir) and overwrite:
-    shutil.rmtree(model_dir)
-  elif is_finished(model_dir):
-    raise UserError(
-        f"{model_dir} already holds a finished model ({FINISHED_MARKER} exists); nothing was "
-        "changed. Pass --overwrite to train it again from scratch, or choose another --model_dir.")
-  try:
-    os.makedirs(model_dir, exist_ok=True)
-    probe = os.path.join(model_dir, ".write-probe")
-    with open(probe, "w"):
-      pass
-    os.remove(probe)
-  except OSError as e:
-    raise UserError(f"cannot write to --model_dir {model_dir}: {e.strerror}. Choose a directory "
-                    "you can write to.") from None
-  export.remove_partial_outputs(model_dir)
-  # An export that was interrupted after the module but before the results is redone.
-  shutil.rmtree(os.path.join(model_dir, "tfhub"), ignore_errors=True)
 
 
 def checkpoint_write_dir(model_dir, strategy):
@@ -187,6 +163,6 @@ def record_config(model_dir, config_text):
       if f.read() == config_text:
         return
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path + ".tmp", "w") as f:
-    f.write(config_text)
-  os.replace(path + ".tmp", path)
+  with model_dir_lib.atomic_file(path) as tmp:
+    with open(tmp, "w") as f:
+      f.write(config_text)

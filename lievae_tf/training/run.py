@@ -17,6 +17,7 @@ from absl import logging
 import gin
 import tensorflow as tf
 
+from lievae_tf import model_dir as model_dir_lib
 from lievae_tf import models  # pylint: disable=unused-import (registers every model with gin)
 from lievae_tf import random_streams
 from lievae_tf import visualize
@@ -124,7 +125,7 @@ def train(model_dir,
       raise
     raise strategy_lib.lost_worker_error(
         e, options_lib.training_options()["collective_timeout"],
-        os.path.join(model_dir, checkpoints.CHECKPOINT_DIR)) from None
+        os.path.join(model_dir, model_dir_lib.CHECKPOINT_DIR)) from None
 
 
 @dataclasses.dataclass
@@ -160,9 +161,10 @@ def set_up(model_dir, overwrite, model_class, random_seed, batch_size, allow_con
   devices = devices_lib.announce(strategy, batch_size)
   chief = strategy_lib.is_chief(strategy)
   if chief:
-    checkpoints.prepare_model_dir(model_dir, overwrite)
-  elif checkpoints.is_finished(model_dir) and not overwrite:
-    raise UserError(f"{model_dir} already holds a finished model ({checkpoints.FINISHED_MARKER} "
+    model_dir_lib.prepare(model_dir, overwrite, resume=True,
+                          overwrite_does="train it again from scratch")
+  elif model_dir_lib.is_finished(model_dir) and not overwrite:
+    raise UserError(f"{model_dir} already holds a finished model ({model_dir_lib.FINISHED_MARKER} "
                     "exists); pass --overwrite (on every worker) to train it again.")
   # No worker reads model_dir before the chief has prepared it.
   strategy_lib.sync_workers(strategy)
@@ -181,7 +183,7 @@ def set_up(model_dir, overwrite, model_class, random_seed, batch_size, allow_con
     config_text = checkpoints.check_config_unchanged(model_dir, allow_config_change)
     # Every worker resumes from the chief's checkpoints (model_dir must be shared).
     restored = checkpoints.restore_latest(
-        checkpoint, os.path.join(model_dir, checkpoints.CHECKPOINT_DIR))
+        checkpoint, os.path.join(model_dir, model_dir_lib.CHECKPOINT_DIR))
     if chief:  # only now: a run that fails before this point leaves the model_dir untouched
       checkpoints.record_config(model_dir, config_text)
     write_dir = checkpoints.checkpoint_write_dir(model_dir, strategy)

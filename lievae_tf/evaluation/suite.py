@@ -37,6 +37,7 @@ import re
 import sys
 import time
 
+from lievae_tf import model_dir
 from lievae_tf.errors import UserError
 
 
@@ -183,7 +184,7 @@ def comparable_results(metric_dir):
   per-run keys: equal for two runs that computed the same thing."""
   found = {}
   for name in ("evaluation_results", "evaluation_config"):
-    with open(os.path.join(metric_dir, "results", "json", f"{name}.json")) as f:
+    with open(os.path.join(metric_dir, model_dir.RESULTS_DIR, "json", f"{name}.json")) as f:
       found[name] = {k: v for k, v in json.load(f).items() if k not in PER_RUN_KEYS}
   return found
 

@@ -387,9 +387,9 @@ def write_model_dir(config, dataset_name, model_dir, set_weights, results_dict, 
     set_weights(vae)
     data.record_dataset_name(dataset_name)
     export.export_tfhub(vae, [IMAGE_SIZE, IMAGE_SIZE, config["num_channels"]],
-                        os.path.join(model_dir, "tfhub"))
+                        os.path.join(model_dir, model_dir_lib.TFHUB_DIR))
     # Written last: its presence marks the model finished, as for lievae_train.
-    export.write_results(os.path.join(model_dir, "results"),
+    export.write_results(os.path.join(model_dir, model_dir_lib.RESULTS_DIR),
                          dict(results_dict, elapsed_time=time.time() - started))
   finally:
     gin.clear_config()

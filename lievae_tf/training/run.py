@@ -273,13 +273,13 @@ def finish(run, training_steps, eval_steps, train_seconds, final_training_terms)
       training_steps=training_steps, resumed_from_step=run.start_step,
       images_per_second=(remaining * run.batch_size / train_seconds) if train_seconds else None,
       **run.devices)
-  tfhub_dir = os.path.join(run.model_dir, "tfhub")
+  tfhub_dir = os.path.join(run.model_dir, model_dir_lib.TFHUB_DIR)
   try:
     with _op_determinism_off():
       export.export_tfhub(vae, run.image_shape, tfhub_dir)
     results_dict["elapsed_time"] = time.time() - run.started
     # Written last: its presence marks the model finished.
-    export.write_results(os.path.join(run.model_dir, "results"), results_dict,
+    export.write_results(os.path.join(run.model_dir, model_dir_lib.RESULTS_DIR), results_dict,
                          extra_files=visualize.result_images(vae, run.ground_truth_data,
                                                              run.random_seed))
   except (tf.errors.OpError, OSError) as e:

@@ -1,5 +1,6 @@
 """Tests of the synthetic dSprites generator and of bin/lievae_make_data."""
 
+import importlib
 import os
 import subprocess
 import sys
@@ -168,6 +169,9 @@ def test_written_file_has_the_real_layout(tmp_path):
   assert "SYNTHETIC" in meta["description"] and "NOT DeepMind" in meta["description"]
   for key in ("title", "author", "date", "version"):
     assert key in meta
+  # The generator it names is a module that exists (it once named one that had moved).
+  assert meta["author"].split()[0] == "lievae_tf.data.synthetic"
+  importlib.import_module(meta["author"].split()[0])
 
 
 def test_refuses_to_overwrite_unless_asked(tmp_path):

@@ -129,8 +129,8 @@ def train(model_dir,
 
 
 @dataclasses.dataclass
-class Run:
-  """What set-up makes and the later stages use."""
+class TrainingSetup:
+  """What `set_up` makes for one training run and its later stages (`fit`, `finish`) use."""
   model_dir: str
   options: dict
   strategy: tf.distribute.Strategy
@@ -195,10 +195,11 @@ def set_up(model_dir, overwrite, model_class, random_seed, batch_size, allow_con
   if restored:
     logging.info("Resuming from %s at step %d.", restored, start_step)
     print(f"lievae_train: resuming from step {start_step} ({restored})", file=sys.stderr)
-  return Run(model_dir=model_dir, options=options, strategy=strategy, chief=chief,
-             started=started, random_seed=random_seed, batch_size=batch_size, devices=devices,
-             ground_truth_data=ground_truth_data, image_shape=image_shape, vae=vae,
-             manager=manager, write_dir=write_dir, start_step=start_step)
+  return TrainingSetup(model_dir=model_dir, options=options, strategy=strategy, chief=chief,
+                       started=started, random_seed=random_seed, batch_size=batch_size,
+                       devices=devices, ground_truth_data=ground_truth_data,
+                       image_shape=image_shape, vae=vae, manager=manager, write_dir=write_dir,
+                       start_step=start_step)
 
 
 def build_model(model_class, image_shape, random_seed, precision="float32", **compile_args):

@@ -54,8 +54,8 @@ def test_every_layer_starts_as_pytorch_initialises_the_paper_codes(name):
   vae = _model(config)
   layout = torch_import.torch_layout(dict(config, num_channels=config["num_channels"]))
   checked = set()
-  for torch_key, layer_of, _, torch_weight_shape in layout:
-    layer = layer_of(vae)
+  for torch_key, path, _, torch_weight_shape in layout:
+    layer = torch_import.keras_layer(vae, path)
     checked.add(id(layer))
     fan_in, fan_out = _pytorch_fans(torch_weight_shape)
     _check_uniform(layer.kernel.numpy(), math.sqrt(6.0 / (fan_in + fan_out)),

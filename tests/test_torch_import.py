@@ -100,6 +100,25 @@ def test_a_pickled_module_instead_of_a_state_dict_is_refused(checkpoint, paper_m
   assert "re-save a full pickled model as its state_dict" in _import_error(checkpoint)
 
 
+# The weight mapping, by layer name.
+
+
+def test_each_torch_parameter_goes_to_the_layer_of_its_name(checkpoint):
+  vae, config = torch_import.load_checkpoint(checkpoint)
+  layout = torch_import.torch_layout(config)
+  layers = [torch_import.keras_layer(vae, path) for _, path, _, _ in layout]
+  assert [layer.name for layer in layers] == [path.rsplit("/", 1)[1] for _, path, _, _ in layout]
+  assert len({id(layer) for layer in layers}) == len(layout)
+  # The layers the by-position mapping of before took (the Flatten and Reshape skipped).
+  by_position = ([vae.encoder.group_features.layers[i] for i in (0, 1, 2, 3, 5, 6)] +
+                 [head.layers[i] for pair in zip(vae.encoder.to_means, vae.encoder.to_logvars)
+                  for head in pair for i in (0, 1)] +
+                 [vae.decoder.net.layers[i] for i in (0, 1, 3, 4, 5, 6)])
+  assert layers == by_position
+  with pytest.raises(ValueError, match=r"0 layers named 'conv_9' in group_features.*'conv_1'"):
+    torch_import.keras_layer(vae, "encoder/group_features/conv_9")
+
+
 # Errors that name the problem.
 
 

@@ -108,8 +108,8 @@ def test_checkpoint_is_in_the_paper_codes_layout(setting):
 def test_every_keras_weight_comes_from_the_checkpoint(setting):
   vae, config = torch_import.load_checkpoint(setting["checkpoint_dir"])
   layout = torch_import.torch_layout(config)
-  assigned = {id(v) for _, layer_of, _, _ in layout
-              for v in (layer_of(vae).kernel, layer_of(vae).bias)}
+  layers = [torch_import.keras_layer(vae, path) for _, path, _, _ in layout]
+  assigned = {id(v) for layer in layers for v in (layer.kernel, layer.bias)}
   assigned |= {id(b) for b in vae.exp_map.bases}
   assert assigned == {id(w) for w in vae.trainable_weights}
   state = torch.load(f"{setting['checkpoint_dir']}/model.pt", weights_only=True)

@@ -222,46 +222,59 @@ def _dense_to_chw(w, b):
 
 
 def torch_layout(config):
-  """[(torch key prefix, Keras layer getter, converter, (torch weight shape, bias shape))]."""
+  """[(torch key prefix, Keras layer path, converter, torch weight shape)].
+
+  The path names the Keras layer from the `LieGroupVAE` down ("encoder/group_features/conv_1"):
+  the names `models/networks.py` gives its layers, so that a layer added to a network leaves the
+  others' mapping as it is.
+  """
   nc = config["num_channels"]
   groups, latents = config["subgroup_sizes"], config["subspace_sizes"]
   group_size, num_latents = sum(groups), sum(latents)
-  enc = lambda i: lambda vae: vae.encoder.group_features.layers[i]
-  dec = lambda i: lambda vae: vae.decoder.net.layers[i]
   layout = [
-      ("encoder.prior_group.0", enc(0), _conv, (32, nc, 4, 4)),
-      ("encoder.prior_group.2", enc(1), _conv, (32, 32, 4, 4)),
-      ("encoder.prior_group.4", enc(2), _conv, (64, 32, 4, 4)),
-      ("encoder.prior_group.6", enc(3), _conv, (64, 64, 4, 4)),
-      ("encoder.prior_group.9", enc(5), _dense_from_chw, (256, 1024)),
-      ("encoder.prior_group.11", enc(6), _dense, (group_size, 256)),
+      ("encoder.prior_group.0", "encoder/group_features/conv_1", _conv, (32, nc, 4, 4)),
+      ("encoder.prior_group.2", "encoder/group_features/conv_2", _conv, (32, 32, 4, 4)),
+      ("encoder.prior_group.4", "encoder/group_features/conv_3", _conv, (64, 32, 4, 4)),
+      ("encoder.prior_group.6", "encoder/group_features/conv_4", _conv, (64, 64, 4, 4)),
+      ("encoder.prior_group.9", "encoder/group_features/dense_1", _dense_from_chw, (256, 1024)),
+      ("encoder.prior_group.11", "encoder/group_features/dense_2", _dense, (group_size, 256)),
   ]
   for i, (s, d) in enumerate(zip(groups, latents)):
-    for torch_name, heads in (("to_means", "to_means"), ("to_logvar", "to_logvars")):
+    for torch_name, keras_name in (("to_means", "to_mean"), ("to_logvar", "to_logvar")):
       layout += [
-          (f"encoder.{torch_name}.{i}.0",
-           (lambda h, i: lambda vae: getattr(vae.encoder, h)[i].layers[0])(heads, i), _dense,
-           (4 * s, s)),
-          (f"encoder.{torch_name}.{i}.2",
-           (lambda h, i: lambda vae: getattr(vae.encoder, h)[i].layers[1])(heads, i), _dense,
-           (d, 4 * s)),
+          (f"encoder.{torch_name}.{i}.0", f"encoder/{keras_name}_{i}/hidden", _dense, (4 * s, s)),
+          (f"encoder.{torch_name}.{i}.2", f"encoder/{keras_name}_{i}/out", _dense, (d, 4 * s)),
       ]
   if config["no_exp"]:
     layout += [
-        ("decoder.fake_exp.0", lambda vae: vae.fake_exp.layers[0], _dense,
-         (4 * num_latents, num_latents)),
-        ("decoder.fake_exp.2", lambda vae: vae.fake_exp.layers[1], _dense,
-         (group_size, 4 * num_latents)),
+        ("decoder.fake_exp.0", "fake_exp/hidden", _dense, (4 * num_latents, num_latents)),
+        ("decoder.fake_exp.2", "fake_exp/out", _dense, (group_size, 4 * num_latents)),
     ]
   layout += [
-      ("decoder.post_exp.0", dec(0), _dense, (256, group_size)),
-      ("decoder.post_exp.2", dec(1), _dense_to_chw, (1024, 256)),
-      ("decoder.post_exp.5", dec(3), _deconv, (64, 64, 4, 4)),
-      ("decoder.post_exp.7", dec(4), _deconv, (64, 32, 4, 4)),
-      ("decoder.post_exp.9", dec(5), _deconv, (32, 32, 4, 4)),
-      ("decoder.post_exp.11", dec(6), _deconv, (32, nc, 4, 4)),
+      ("decoder.post_exp.0", "decoder/post_exp/dense_1", _dense, (256, group_size)),
+      ("decoder.post_exp.2", "decoder/post_exp/dense_2", _dense_to_chw, (1024, 256)),
+      ("decoder.post_exp.5", "decoder/post_exp/deconv_1", _deconv, (64, 64, 4, 4)),
+      ("decoder.post_exp.7", "decoder/post_exp/deconv_2", _deconv, (64, 32, 4, 4)),
+      ("decoder.post_exp.9", "decoder/post_exp/deconv_3", _deconv, (32, 32, 4, 4)),
+      ("decoder.post_exp.11", "decoder/post_exp/deconv_4", _deconv, (32, nc, 4, 4)),
   ]
   return layout
+
+
+def keras_layer(vae, path):
+  """The layer of the built `vae` at `path`, each name that of a direct sub-layer of the last."""
+  from lievae_tf.keras2 import keras  # pylint: disable=g-import-not-at-top
+  layer = vae
+  for name in path.split("/"):
+    # `submodules` holds every nested layer; the direct ones are those no other one holds.
+    nested = [m for m in layer.submodules if isinstance(m, keras.layers.Layer)]
+    deeper = {id(m) for n in nested for m in n.submodules}
+    found = [m for m in nested if id(m) not in deeper and m.name == name]
+    if len(found) != 1:
+      raise ValueError(f"{path}: {len(found)} layers named {name!r} in {layer.name} (its "
+                       f"layers: {sorted(m.name for m in nested if id(m) not in deeper)})")
+    layer = found[0]
+  return layer
 
 
 def _basis_keys(config):
@@ -310,8 +323,8 @@ def check_state_dict(state, config, path="model.pt"):
 def converted_weights(vae, state, config):
   """[(Keras variable of the built `vae`, the value of `state` it takes, in Keras' layout)]."""
   pairs = []
-  for prefix, layer_of, convert, _ in torch_layout(config):
-    layer = layer_of(vae)
+  for prefix, path, convert, _ in torch_layout(config):
+    layer = keras_layer(vae, path)
     pairs += zip((layer.kernel, layer.bias),
                  convert(state[f"{prefix}.weight"], state[f"{prefix}.bias"]))
   for i, keys, _ in _basis_keys(config):

@@ -7,6 +7,8 @@ import argparse
 import json
 import os
 import pickle
+import re
+import shlex
 import shutil
 
 import numpy as np
@@ -52,6 +54,13 @@ class Exploit:
     return (open, (self.path, "w"))
 
 
+class ShellExploit(Exploit):
+  """Unpickling this runs a shell command through `os.system`."""
+
+  def __reduce__(self):
+    return (os.system, (f"touch {shlex.quote(self.path)}",))
+
+
 # args.pt formats.
 
 
@@ -59,22 +68,32 @@ def test_args_in_every_format_torch_save_writes(tmp_path):
   args = torch_reference.paper_args("shapes3d", subgroup_sizes_ls=[100, 64],
                                     subspace_sizes_ls=[6, 4], capacity=25.0, hy_rec=0.1)
   args.metrics_list = {"mig": 1, "dci": [0.5, None]}  # dicts, lists, None, as flags can hold
-  paths = {name: str(tmp_path / f"{name}.pt") for name in ("zip", "legacy", "pickle")}
+  args.pair, args.names = (1, 2.5), {"a", "b"}
+  paths = {name: str(tmp_path / f"{name}.pt") for name in ("zip", "legacy")}
   torch.save(args, paths["zip"])
   torch.save(args, paths["legacy"], _use_new_zipfile_serialization=False)
-  with open(paths["pickle"], "wb") as f:
-    pickle.dump(args, f, protocol=0)  # protocol 0: copyreg._reconstructor
   for name, path in paths.items():
     assert torch_import.read_args(path) == args, name
 
 
+def test_args_not_written_by_torch_save_are_refused(tmp_path):
+  path = str(tmp_path / "args.pt")
+  with open(path, "wb") as f:
+    pickle.dump(torch_reference.paper_args(), f)  # a bare pickle: torch.load reads none
+  with pytest.raises(UserError, match="not an args.pt written by the paper code"):
+    torch_import.read_args(path)
+
+
+@pytest.mark.parametrize("exploit", [Exploit, ShellExploit], ids=["open", "os.system"])
 @pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
-def test_args_with_code_is_refused_and_not_run(tmp_path, zip_format):
+def test_args_with_code_is_refused_and_not_run(tmp_path, zip_format, exploit):
   marker = tmp_path / "ran"
   path = str(tmp_path / "args.pt")
-  torch.save(argparse.Namespace(model="lie_group", payload=Exploit(str(marker))), path,
+  torch.save(argparse.Namespace(model="lie_group", payload=exploit(str(marker))), path,
              _use_new_zipfile_serialization=zip_format)
-  with pytest.raises(UserError, match="refers to io.open; only argparse.Namespace"):
+  function = exploit(str(marker)).__reduce__()[0]
+  with pytest.raises(UserError, match=re.escape(
+      f"refers to {function.__module__}.{function.__name__}; only argparse.Namespace")):
     torch_import.read_args(path)
   assert not marker.exists()
 

@@ -6,17 +6,15 @@ flags. `load_checkpoint` maps every weight onto `LieGroupVAE`; `import_checkpoin
 `lievae_import_torch` command) also writes `model_dir/tfhub` and `model_dir/results` with the
 code `lievae_train` exports with, so that the stock dlib commands score the imported model.
 
-Loading runs no code from the files: `model.pt` goes through `torch.load(weights_only=True)`,
-`args.pt` through an unpickler that admits `argparse.Namespace` and plain builtins only.
+Loading runs no code from the files: both go through `torch.load(weights_only=True)`, `args.pt`
+with `argparse.Namespace` as its one admitted class (`ARGS_SAFE_GLOBALS`).
 """
 
 import argparse
-import builtins
-import io
 import os
 import pickle
+import re
 import time
-import zipfile
 
 import numpy as np
 
@@ -54,91 +52,83 @@ def checkpoint_files(checkpoint_dir):
       "(its argparse.Namespace); both are needed.")
 
 
-class _ArgsUnpickler(pickle.Unpickler):
-  """Admits `argparse.Namespace` and plain builtins; any other global is refused."""
-
-  _BUILTINS = {"list", "dict", "tuple", "set", "frozenset", "int", "float", "complex", "str",
-               "bool", "bytes", "bytearray", "slice", "range",
-               "object"}  # object: protocols 0 and 1 name it for copyreg._reconstructor
-
-  def __init__(self, file, path):
-    super().__init__(file)
-    self.path = path
-
-  def find_class(self, module, name):
-    # Protocol 2, torch.save's, writes Python 2 names for builtins.
-    module = {"__builtin__": "builtins", "copy_reg": "copyreg"}.get(module, module)
-    if (module, name) == ("argparse", "Namespace"):
-      return argparse.Namespace
-    if module == "builtins" and name in self._BUILTINS:
-      return getattr(builtins, name)
-    if (module, name) == ("copyreg", "_reconstructor"):
-      return _namespace_reconstructor
-    raise UserError(
-        f"{self.path} refers to {module}.{name}; only argparse.Namespace and plain builtins are "
-        "admitted, so that loading runs no code. It is not an args.pt written by the paper code "
-        "(torch.save of its argparse Namespace): re-save the Namespace with plain values.")
-
-  def persistent_load(self, pid):
-    raise UserError(f"{self.path} holds tensor data; the paper code's args.pt holds only an "
-                    "argparse.Namespace of plain values.")
+# What args.pt may hold beyond the tensors and plain builtins torch.load(weights_only=True) admits
+# anyway: the paper code torch.saves its argparse.Namespace of flags, nothing else.
+ARGS_SAFE_GLOBALS = [argparse.Namespace]
+_PLAIN = (type(None), bool, int, float, complex, str, bytes, bytearray)
+_CONTAINERS = (list, tuple, set, frozenset, dict)
 
 
-def _namespace_reconstructor(cls, base, state):
-  """`copyreg._reconstructor` (protocols 0 and 1), for a Namespace only."""
-  if cls is not argparse.Namespace or base is not object:
-    raise UserError(f"args.pt reconstructs {cls!r}: only argparse.Namespace is admitted.")
-  return argparse.Namespace(**(state or {}))
-
-
-def _unpickle(data, path):
-  """Every pickle in `data`, in order (torch's legacy format is several in a row)."""
-  stream = io.BytesIO(data)
-  objects = []
-  while stream.tell() < len(data):
-    objects.append(_ArgsUnpickler(stream, path).load())
-  return objects
-
-
-def read_args(path):
-  """The `argparse.Namespace` in `path`, as `torch.save` writes it (zip or legacy) or pickled."""
-  with open(path, "rb") as f:
-    data = f.read()
-  try:
-    if zipfile.is_zipfile(io.BytesIO(data)):
-      with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        pickles = [n for n in archive.namelist() if n.endswith("data.pkl")]
-        if len(pickles) != 1:
-          raise UserError(f"{path} is a zip archive without the one data.pkl of torch.save.")
-        data = archive.read(pickles[0])
-    objects = _unpickle(data, path)
-  except UserError:
-    raise
-  except Exception as e:  # pylint: disable=broad-except (a corrupt file can fail in many ways)
-    raise UserError(f"{path} is not a readable args.pt ({type(e).__name__}: {e}). It should be "
-                    "the paper code's torch.save of its argparse Namespace.") from None
-  # torch's legacy format: magic number, protocol version, system info, then the object.
-  namespaces = [o for o in objects if isinstance(o, argparse.Namespace)]
-  if not namespaces:
-    raise UserError(f"{path} holds {type(objects[0]).__name__ if objects else 'nothing'}, not "
-                    "the argparse.Namespace of the paper code's flags.")
-  return namespaces[0]
-
-
-def read_state_dict(path):
-  """{key: float32 numpy array} from `model.pt`, through torch's weights-only loader."""
+def _torch():
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError:
     raise UserError("importing PyTorch checkpoints needs torch: pip install -e '.[torch]' "
                     "(the CPU build torch==2.13.0 is enough).") from None
+  return torch
+
+
+def _refusal(error):
+  """What torch's weights-only unpickler refused, in a line (its message runs to many)."""
+  text = str(error)
+  global_name = re.search(r"GLOBAL ([\w.]+)", text)
+  if global_name:
+    return f"refers to {global_name.group(1)}"
+  # Its reason follows the last "error:" (e.g. "Unsupported operand 149" of a bare pickle).
+  lines = [line.strip() for line in text.rsplit("error:", 1)[-1].splitlines()]
+  return f"holds what it cannot load safely ({next((l for l in lines if l), type(error).__name__)})"
+
+
+def _not_plain(value, where):
+  """Where in `value` something other than plain builtins is (e.g. "args.x: torch.Tensor")."""
+  if type(value) in _PLAIN:
+    return None
+  if type(value) in _CONTAINERS:
+    items = value.items() if type(value) is dict else enumerate(value)
+    for key, item in items:
+      found = _not_plain(key, f"{where} key") or _not_plain(item, f"{where}[{key!r}]")
+      if found:
+        return found
+    return None
+  return f"{where}: {type(value).__module__}.{type(value).__qualname__}"
+
+
+def read_args(path):
+  """The `argparse.Namespace` in `path`, as `torch.save` writes it (zip or legacy format).
+
+  Read by `torch.load(weights_only=True)`, which runs no code from the file, with
+  `argparse.Namespace` its one admitted class; anything in it but plain builtins is refused.
+  """
+  torch = _torch()
+  refused = ("; only argparse.Namespace and plain builtins are admitted, so that loading runs "
+             "no code. It is not an args.pt written by the paper code (torch.save of its "
+             "argparse Namespace): re-save the Namespace with plain values.")
+  try:
+    with torch.serialization.safe_globals(ARGS_SAFE_GLOBALS):
+      args = torch.load(path, map_location="cpu", weights_only=True)
+  except pickle.UnpicklingError as e:
+    raise UserError(f"{path} {_refusal(e)}{refused}") from None
+  except Exception as e:  # pylint: disable=broad-except (a corrupt file can fail in many ways)
+    raise UserError(f"{path} is not a readable args.pt ({type(e).__name__}: {e}). It should be "
+                    "the paper code's torch.save of its argparse Namespace.") from None
+  if not isinstance(args, argparse.Namespace):
+    raise UserError(f"{path} holds {type(args).__name__}, not the argparse.Namespace of the "
+                    "paper code's flags.")
+  found = _not_plain(vars(args), "args")
+  if found:
+    raise UserError(f"{path} holds {found}{refused}")
+  return args
+
+
+def read_state_dict(path):
+  """{key: float32 numpy array} from `model.pt`, through torch's weights-only loader."""
+  torch = _torch()
   try:
     state = torch.load(path, map_location="cpu", weights_only=True)
   except pickle.UnpicklingError as e:
-    first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
     raise UserError(
         f"{path} was refused by torch.load(weights_only=True), which runs no code from the file: "
-        f"{first_line}. The paper code saves model.state_dict() (tensors only) as model.pt; "
+        f"it {_refusal(e)}. The paper code saves model.state_dict() (tensors only) as model.pt; "
         "re-save a full pickled model as its state_dict.") from None
   except Exception as e:  # pylint: disable=broad-except
     raise UserError(f"{path} is not a readable model.pt ({type(e).__name__}: {e}).") from None

@@ -131,7 +131,8 @@ def make_encoder(path, model_dir):
   subgroup_sizes, subspace_sizes = model_sizes(model_dir)
   if path == "torch":
     import torch  # pylint: disable=g-import-not-at-top
-    from lievae_tf.interop import torch_reference  # pylint: disable=g-import-not-at-top
+    sys.path.insert(0, os.path.join(REPO, "tests"))  # the PyTorch reference lives with the tests
+    import torch_reference  # pylint: disable=g-import-not-at-top
     torch.set_num_threads(THREADS)
     encoder = torch_reference.Encoder(subgroup_sizes, subspace_sizes, nc=1).eval()
 

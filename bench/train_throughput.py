@@ -206,7 +206,8 @@ def paper_worker(setting, batch, data_dir, one_decode=False):
   """Serves `run N`, `peak` and `flops` on stdin, for the paper code's step in PyTorch."""
   import torch  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(THREADS)
-  from lievae_tf.interop import torch_reference  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, os.path.join(REPO, "tests"))  # the PyTorch reference lives with the tests
+  import torch_reference  # pylint: disable=g-import-not-at-top
 
   config = _gin_model_config(setting)
   images = torch.from_numpy(_load_images(_write_data(data_dir, setting)))

@@ -6,7 +6,7 @@ code's LieCeleb, imported into Keras with `lievae_import_torch`'s mapping), see 
 (the Keras model's reparameterisation noise and gE/gG path choice, handed to PyTorch), and take
 their own steps for `--steps` steps:
   - the port: `LieGroupVAE.train_step` (Keras), Adam with `epsilon_placement = 'pytorch'`;
-  - PyTorch: `interop.torch_reference.PaperTrainStep`, the paper code's step (torch.optim.Adam).
+  - PyTorch: `tests/torch_reference.py`'s `PaperTrainStep`, the paper code's step (torch.optim.Adam).
 Recorded: every loss term of both at every step (the step's loss, before its update), and every
 `--every` steps the relative L2 distance of the weights. At the end both models are exported
 and scored by the stock `dlib_postprocess` / `dlib_evaluate` (`--metrics`).
@@ -21,6 +21,7 @@ import csv
 import json
 import os
 import shutil
+import sys
 import time
 
 import numpy as np
@@ -69,7 +70,10 @@ def run_seed(seed, flags, ground_truth_data):
   from lievae_tf import random_streams  # pylint: disable=g-import-not-at-top
   from lievae_tf.data import ground_truth as data_lib  # pylint: disable=g-import-not-at-top
   from lievae_tf.interop import torch_import  # pylint: disable=g-import-not-at-top
-  from lievae_tf.interop import torch_reference  # pylint: disable=g-import-not-at-top
+  # The PyTorch reference lives with the tests, beside this directory.
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                  "tests"))
+  import torch_reference  # pylint: disable=g-import-not-at-top
   from lievae_tf.models import base  # pylint: disable=g-import-not-at-top
   from lievae_tf.training import options  # pylint: disable=g-import-not-at-top
 

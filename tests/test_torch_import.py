@@ -18,9 +18,9 @@ import tensorflow_hub as hub
 import torch
 
 from conftest import command
+import torch_reference
 from lievae_tf.evaluation import registry
 from lievae_tf.interop import torch_import
-from lievae_tf.interop import torch_reference
 from lievae_tf.errors import UserError
 
 tf1 = tf.compat.v1

@@ -1,4 +1,4 @@
-"""Number-for-number parity with PyTorch: random models of `lievae_tf.torch_reference` (docs/model.md
+"""Number-for-number parity with PyTorch: random models of `tests/torch_reference.py` (docs/model.md
 in PyTorch, the paper code's parameter names) are saved in the paper code's checkpoint format,
 imported, and every quantity of a step is compared, as are the exported module's signatures,
 the gradients and one Adam step.
@@ -13,8 +13,8 @@ import tensorflow as tf
 import tensorflow_hub as hub
 import torch
 
+import torch_reference
 from lievae_tf.interop import torch_import
-from lievae_tf.interop import torch_reference
 from lievae_tf.models import lie_group
 from lievae_tf import training
 

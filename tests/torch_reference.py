@@ -3,6 +3,8 @@
 For tests and benchmarks, not for training runs: the parity tests save models of this module in
 the paper code's format and check that `lievae_import_torch` reproduces every number, and
 `PaperTrainStep` is the paper code's training step as published (the baseline of benchmarks).
+It lives with the tests, outside the package (which imports without torch); the benches and
+docs/whole_run_comparison.py put tests/ on sys.path to import it.
 
 Written from docs/model.md. Only the names are the paper code's: the `state_dict` keys of its
 `LieCeleb` (`encoder.prior_group.{0,2,4,6}` convs and `.{9,11}` linears,

@@ -76,6 +76,7 @@ def test_args_in_every_format_torch_save_writes(tmp_path):
     assert torch_import.read_args(path) == args, name
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's note on the bare pickle
 def test_args_not_written_by_torch_save_are_refused(tmp_path):
   path = str(tmp_path / "args.pt")
   with open(path, "wb") as f:

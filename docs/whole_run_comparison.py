@@ -81,7 +81,7 @@ def run_seed(seed, flags, ground_truth_data):
                                             "dsprites")
   vae, config = torch_import.load_checkpoint(initial)
   config = {k: v for k, v in config.items() if k not in ("dataset_name", "paper_args")}
-  vae.config["seed"] = seed  # the per-step draws' seed, as model.random_seed sets it
+  vae.seed = seed  # the per-step draws' seed, as model.random_seed sets it
   vae.compile(optimizer=options.make_optimizer(epsilon_placement=flags.epsilon_placement))
   paper_step = torch_reference.PaperTrainStep(torch_model)
 

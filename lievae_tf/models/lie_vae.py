@@ -91,8 +91,8 @@ class LieGroupVAE(base.GaussianEncoderVAE):
     if capacity is not None and capacity_leadin <= 0:
       raise UserError(f"capacity_leadin {capacity_leadin!r} must be a positive number of steps.")
     super().__init__(num_latents=sum(subspace_sizes), seed=seed, name=name)
-    # Tuples: Keras would track lists as dependencies (and in checkpoints).
     self.num_channels = num_channels
+    # Tuples: Keras would track lists as dependencies (and write them in checkpoints).
     self.subgroup_sizes, self.subspace_sizes = tuple(subgroup_sizes), tuple(subspace_sizes)
     self.lie_alg_init_scale = lie_alg_init_scale
     self.hy_hes, self.hy_rec, self.hy_commute = hy_hes, hy_rec, hy_commute

@@ -150,9 +150,9 @@ def run_seed(seed, flags, ground_truth_data):
 
 def score(model_dir, metric_names, data_dir):
   from lievae_tf.evaluation import registry  # pylint: disable=g-import-not-at-top
-  from lievae_tf.pipeline import sweep  # pylint: disable=g-import-not-at-top
+  from lievae_tf.pipeline import scoring  # pylint: disable=g-import-not-at-top
   metrics = [(name, registry.get(name).small_bindings) for name in metric_names]
-  sweep.evaluate_model(model_dir, metrics, env=dict(os.environ, DISENTANGLEMENT_LIB_DATA=data_dir))
+  scoring.score_model(model_dir, metrics, env=dict(os.environ, DISENTANGLEMENT_LIB_DATA=data_dir))
   scores = {}
   for name in metric_names:
     path = os.path.join(model_dir, "metrics", "mean", name, "results", "aggregate",

@@ -71,11 +71,11 @@ def prepare(work_dir, data_dir, env):
 def stock_side(model_dir, side_dir, env):
   from lievae_tf.evaluation import registry  # pylint: disable=g-import-not-at-top
   from lievae_tf.evaluation import suite  # pylint: disable=g-import-not-at-top
-  from lievae_tf.pipeline import sweep  # pylint: disable=g-import-not-at-top
+  from lievae_tf.pipeline import scoring  # pylint: disable=g-import-not-at-top
   representation = os.path.join(model_dir, "postprocessed", "mean")
   wall = peak = 0.0
   for metric in registry.names(protocol="dlib"):
-    command = sweep.evaluate_command(representation, os.path.join(side_dir, metric), metric, [])
+    command = scoring.evaluate_command(representation, os.path.join(side_dir, metric), metric, [])
     seconds, rss = run(suite.seeded_stock_command(command, registry.get(metric).gin_config),
                        env, os.path.join(side_dir, f"{metric}.log"))
     print(f"  {metric}: {seconds:.0f} s, {rss:.2f} GB", flush=True)

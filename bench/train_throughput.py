@@ -174,7 +174,7 @@ def lievae_worker(setting, batch, data_dir, jit_compile=False, inter_op=None,
       total += tf.reduce_sum(tf.matmul(a, a)[:1, :1])
     return total
 
-  matrix_size = int(round(sum(vae.config["subgroup_sizes"]) ** 0.5))
+  matrix_size = int(round(sum(vae.subgroup_sizes) ** 0.5))
 
   def expm_ms():
     """ms of the side's expm forward + backward on a batch of the model's matrices, by norm

@@ -85,7 +85,7 @@ def run_seed(seed, flags, ground_truth_data):
                                             "dsprites")
   vae, config = torch_import.load_checkpoint(initial)
   config = {k: v for k, v in config.items() if k not in ("dataset_name", "paper_args")}
-  vae.config["seed"] = seed  # the per-step draws' seed, as model.random_seed sets it
+  vae.seed = seed  # the per-step draws' seed, as model.random_seed sets it
   vae.compile(optimizer=options.make_optimizer(epsilon_placement=flags.epsilon_placement))
   paper_step = torch_reference.PaperTrainStep(torch_model)
 
@@ -154,9 +154,9 @@ def run_seed(seed, flags, ground_truth_data):
 
 def score(model_dir, metric_names, data_dir):
   from lievae_tf.evaluation import registry  # pylint: disable=g-import-not-at-top
-  from lievae_tf.pipeline import sweep  # pylint: disable=g-import-not-at-top
+  from lievae_tf.pipeline import scoring  # pylint: disable=g-import-not-at-top
   metrics = [(name, registry.get(name).small_bindings) for name in metric_names]
-  sweep.evaluate_model(model_dir, metrics, env=dict(os.environ, DISENTANGLEMENT_LIB_DATA=data_dir))
+  scoring.score_model(model_dir, metrics, env=dict(os.environ, DISENTANGLEMENT_LIB_DATA=data_dir))
   scores = {}
   for name in metric_names:
     path = os.path.join(model_dir, "metrics", "mean", name, "results", "aggregate",

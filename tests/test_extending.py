@@ -25,11 +25,9 @@ TOY_MODEL = textwrap.dedent('''
 
     @gin.configurable("ToyVAE", denylist=["num_channels", "seed"])
     class ToyVAE(base.GaussianEncoderVAE):
-      loss_term_names = ("loss", "recon_loss", "total_kl")
-
       def __init__(self, num_channels=1, num_latents=3, seed=0, name="toy_vae"):
-        super().__init__(dict(num_channels=num_channels, num_latents=num_latents, seed=seed),
-                         num_latents=num_latents, name=name)
+        super().__init__(num_latents=num_latents, seed=seed, name=name)
+        self.num_channels = num_channels  # each argument kept by its name: get_config reads it
         self.encoder = keras.Sequential([keras.layers.Flatten(),
                                          keras.layers.Dense(2 * num_latents)])
         self.decoder = keras.Sequential([keras.layers.Dense(64 * 64 * num_channels),
@@ -42,15 +40,8 @@ TOY_MODEL = textwrap.dedent('''
       def decode_latents(self, z):
         return self.decoder(z)
 
-      def loss_terms(self, images, noise, step=0):
-        mean, logvar = self.gaussian_encoder(images)
-        logits = self.decode_latents(mean + tf.exp(logvar / 2) * noise)
-        recon_loss = tf.reduce_mean(tf.reduce_sum(
-            tf.nn.sigmoid_cross_entropy_with_logits(labels=images, logits=logits), [1, 2, 3]))
-        kl = -0.5 * (1.0 + logvar - tf.square(mean) - tf.exp(logvar))
-        total_kl = tf.reduce_mean(tf.reduce_sum(kl, axis=1))
-        return dict(loss=recon_loss + total_kl, recon_loss=recon_loss, total_kl=total_kl,
-                    kl_per_latent=tf.reduce_mean(kl, axis=0))
+      def regularizer(self, kl_loss, z_mean, z_logvar, z_sampled):
+        return kl_loss  # the plain VAE: the loss is Bernoulli reconstruction + KL
 ''')
 
 TOY_GIN = textwrap.dedent('''
@@ -75,7 +66,8 @@ def test_a_model_defined_outside_the_package_trains_and_exports_through_gin(tmp_
   finally:
     sys.path.remove(str(tmp_path))
   assert type(vae).__name__ == "ToyVAE" and int(vae.optimizer.iterations.numpy()) == 3
-  assert {"loss", "recon_loss", "total_kl", "kl_2"} <= {m.name for m in vae.metrics}
+  assert {"loss", "recon_loss", "regularizer", "total_kl", "elbo", "kl_2"} <= {
+      m.name for m in vae.metrics}
   module = hub.load(str(tmp_path / "run" / "tfhub"), tags=[])
   images = tf.random.uniform([2, 64, 64, 1])
   mean = module.signatures["gaussian_encoder"](images=images)["mean"]

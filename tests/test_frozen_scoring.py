@@ -15,7 +15,7 @@ import conftest
 from lievae_tf import compat
 from lievae_tf.evaluation import frozen_module
 from lievae_tf.evaluation import registry
-from lievae_tf.pipeline import sweep
+from lievae_tf.pipeline import scoring
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +124,8 @@ def test_stock_dlib_evaluate_scores_equal_the_stock_hub_path(metric, representat
   for switch in ("1", "0"):  # frozen (the default), then stock tensorflow_hub
     output_dir = str(tmp_path / switch)
     env = dict(os.environ, **{compat.SPEEDUPS_SWITCH: switch})
-    stock_command = sweep.evaluate_command(representation_dir, output_dir, metric,
-                                           _BINDINGS[metric])
+    stock_command = scoring.evaluate_command(representation_dir, output_dir, metric,
+                                             _BINDINGS[metric])
     assert os.path.basename(stock_command[0]) == "dlib_evaluate"
     result = conftest.command("dlib_evaluate", *stock_command[1:], env=env)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -65,7 +65,7 @@ def test_every_layer_starts_as_pytorch_initialises_the_paper_codes(name):
   # Every layer with weights was checked.
   with_kernels = [layer for layer in vae.submodules if hasattr(layer, "kernel")]
   assert {id(layer) for layer in with_kernels} == checked
-  scale = vae.config["lie_alg_init_scale"]
+  scale = vae.lie_alg_init_scale
   for basis in vae.exp_map.bases:
     p_value = scipy.stats.kstest(basis.numpy().ravel(), "norm", args=(0.0, scale)).pvalue
     assert p_value > KS_P_VALUE, f"{basis.name}: not N(0, {scale})"

@@ -8,7 +8,7 @@ import shutil
 import conftest
 from lievae_tf.evaluation import registry
 from lievae_tf.evaluation import suite
-from lievae_tf.pipeline import sweep
+from lievae_tf.pipeline import scoring
 
 # Smaller still than the registry's small sizes for the two metrics that encode the most.
 _TINY = ("factor_vae_score.num_variance_estimate = 1000", "factor_vae_score.num_train = 100",
@@ -39,7 +39,7 @@ def test_all_metrics_in_one_process_equal_the_stock_commands(trained_model_dir, 
     stock_dir = str(tmp_path / "stock" / metric)
     # Seeded as the suite seeds NumPy's global state (DCI's and the downstream task's gradient
     # boosting draw from it; dlib never seeds it).
-    stock = conftest.command(*suite.seeded_stock_command(sweep.evaluate_command(
+    stock = conftest.command(*suite.seeded_stock_command(scoring.evaluate_command(
         representation_dir, stock_dir, metric, small), registry.get(metric).gin_config))
     assert stock.returncode == 0, stock.stderr[-3000:]
     one_process = suite.comparable_results(os.path.join(model_dir, "metrics", "mean", metric))

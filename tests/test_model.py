@@ -175,7 +175,7 @@ def test_train_step_takes_the_path_its_probability_says(probability, use_eg_path
   vae.compile(optimizer=training.make_optimizer())
   images = tf.constant(fixed_images(4))
   noise, _ = base.replica_noise(images, vae.num_latents,  # what step 0 draws
-                                random_streams.step_key(vae.config["seed"], 0))
+                                random_streams.step_key(vae.seed, 0))
   expected = vae.loss_terms(images, noise, use_eg_path=use_eg_path)
   other = vae.loss_terms(images, noise, use_eg_path=not use_eg_path)
   logs = vae.train_step(images)

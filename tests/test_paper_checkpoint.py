@@ -181,7 +181,7 @@ def test_the_checkpoint_is_the_settings_model(fixture):
   for key, value in FIXTURES[name].items():
     assert config[key] == value, key
   assert config["paper_args"]["model"] == "lie_group"
-  assert vae.config["commutator"] == "paper_code"  # args.pt has no such flag: the default
+  assert vae.commutator == "paper_code"  # args.pt has no such flag: the default
   assert len(str(recorded["paper_commit"])) == 40
 
 

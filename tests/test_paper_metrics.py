@@ -199,21 +199,21 @@ def test_gin_files_carry_the_papers_sizes():
 
 def test_protocols_choose_their_metrics():
   from lievae_tf.evaluation import registry  # pylint: disable=g-import-not-at-top
-  from lievae_tf.pipeline import sweep  # pylint: disable=g-import-not-at-top
-  study = sweep.get_study("paper_dsprites")
-  dlib = [m for m, _ in sweep.choose_metrics(study)]
-  paper = [m for m, _ in sweep.choose_metrics(study, protocol="paper")]
-  assert dlib == list(sweep.PAPER_TABLE_METRICS)
+  from lievae_tf.pipeline import studies  # pylint: disable=g-import-not-at-top
+  study = studies.get_study("paper_dsprites")
+  dlib = [m for m, _ in studies.choose_metrics(study)]
+  paper = [m for m, _ in studies.choose_metrics(study, protocol="paper")]
+  assert dlib == list(studies.PAPER_TABLE_METRICS)
   assert paper == registry.names("paper") and all(m.startswith("paper_") for m in paper)
-  assert [m for m, _ in sweep.choose_metrics(study, protocol="both")] == dlib + paper
-  small = dict(sweep.choose_metrics(sweep.get_study("comparison_synthetic"), protocol="paper"))
+  assert [m for m, _ in studies.choose_metrics(study, protocol="both")] == dlib + paper
+  small = dict(studies.choose_metrics(studies.get_study("comparison_synthetic"), protocol="paper"))
   assert small["paper_factor_vae"] == registry.get("paper_factor_vae").small_bindings
-  chosen = lambda protocol: [m for m, _ in sweep.choose_metrics(study, ["mig", "paper_sap"],
+  chosen = lambda protocol: [m for m, _ in studies.choose_metrics(study, ["mig", "paper_sap"],
                                                                 protocol)]
   assert chosen("dlib") == ["mig", "paper_sap"]
   assert chosen("paper") == ["paper_mig", "paper_sap"]
   assert chosen("both") == ["mig", "paper_mig", "paper_sap"]
-  assert [m for m, _ in sweep.choose_metrics(study, ["unsupervised"], "both")] == [
+  assert [m for m, _ in studies.choose_metrics(study, ["unsupervised"], "both")] == [
       "unsupervised", "paper_unsupervised"]
 
 

@@ -3,11 +3,13 @@ real commands (lievae_train, dlib_postprocess, lievae_evaluate, dlib_aggregate_r
 
 import json
 import os
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
 
-from conftest import command
+from conftest import BIN, command
 
 TINY = ["--gin_bindings=model.training_steps = 6", "--gin_bindings=model.batch_size = 8",
         "--gin_bindings=model.eval_steps = 2", "--metrics=mig",
@@ -119,3 +121,24 @@ def test_collect_names_an_unknown_config_variable(sweep, tmp_path):
                    "--config_variables=LieGroupVAE.hy_hess", f"--output_dir={tmp_path}")
   assert result.returncode == 1 and "LieGroupVAE.hy_hess" in result.stderr
   assert "LieGroupVAE.hy_hes" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_stock_dlib_evaluate_is_the_old_noone_process(tmp_path):
+  args = _sweep_args(str(tmp_path / "new")) + ["--print_commands"]
+  stock = command("lievae_sweep", *args, "--stock_dlib_evaluate")
+  assert stock.returncode == 0, stock.stderr[-3000:]
+  assert "dlib_evaluate" in stock.stdout and "lievae_evaluate" not in stock.stdout
+  assert command("lievae_sweep", *args, "--noone_process").stdout == stock.stdout
+  both = command("lievae_sweep", *args, "--one_process", "--stock_dlib_evaluate")
+  assert both.returncode == 1 and "--stock_dlib_evaluate alone" in both.stderr
+
+
+def test_lievae_evaluate_does_not_import_the_sweep(tmp_path):
+  # It scores one model (pipeline/scoring.py) with a study's metrics (pipeline/studies.py).
+  check = ("import atexit, runpy, sys; atexit.register(lambda: print("
+           "'imported sweep:', 'lievae_tf.pipeline.sweep' in sys.modules)); "
+           f"sys.argv = ['lievae_evaluate', '--model_dir={tmp_path}']; "
+           f"runpy.run_path({os.path.join(BIN, 'lievae_evaluate')!r}, run_name='__main__')")
+  result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+  assert "holds no finished model" in result.stderr, result.stderr[-3000:]
+  assert "imported sweep: False" in result.stdout

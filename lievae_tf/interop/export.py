@@ -59,7 +59,7 @@ def _build_signatures(model_class, config, image_shape, weights):
   mean, logvar = vae.gaussian_encoder(images)
   tf1_hub.add_signature(name="gaussian_encoder", inputs={"images": images},
                         outputs={"mean": mean, "logvar": logvar})
-  sample = mean + tf.exp(logvar / 2) * tf.random.normal(tf.shape(mean))
+  sample = base.reparameterise(mean, logvar, tf.random.normal(tf.shape(mean)))
   tf1_hub.add_signature(name="reconstructions", inputs={"images": images},
                         outputs={"images": vae.decode_latents(sample)})
   latents = tf1.placeholder(tf.float32, shape=[None, vae.num_latents], name="latent_vectors")

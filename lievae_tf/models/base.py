@@ -1,21 +1,28 @@
-"""The interface every model that `lievae_train` trains and exports implements.
+"""The interface every model that `lievae_train` trains and exports implements, and the VAE maths
+they share.
 
 A model is a `GaussianEncoderVAE`: it supplies its networks (`gaussian_encoder`,
-`decode_latents`), its loss (`loss_terms`) and, if it has any, its own per-step draws
-(`training_draws`); this class owns the rest, once for every model: the Keras `train_step` /
-`test_step`, the loss trackers, the per-step randomness and the scaling that makes N replicas
-step as one device does. A new model is one subclass registered with `@gin.configurable` in a
-module of `lievae_tf.models` (imported with the package) or in a module a gin file imports.
+`decode_latents`) and either a `regularizer` (a disentanglement_lib-style variant: the loss is
+dlib's `BaseVAE` loss, reconstruction + regulariser) or a `loss_terms` of its own, and, if it has
+any, its own per-step draws (`training_draws`). This module owns the rest, once for every model:
+the reparameterisation, the diagonal-Gaussian KL and the reconstruction losses (`reparameterise`,
+`gaussian_kl`, `reconstruction_loss`), the Keras `train_step` / `test_step`, the loss trackers,
+the per-step randomness and the scaling that makes N replicas step as one device does. A new model
+is one subclass registered with `@gin.configurable` in a module of `lievae_tf.models` (imported
+with the package) or in a module a gin file imports.
 """
 
 import contextlib
+import inspect
 
 import tensorflow as tf
 
 from lievae_tf import random_streams
+from lievae_tf.errors import UserError
 from lievae_tf.keras2 import keras
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+RECONSTRUCTION_LOSSES = ("bce", "l2")
 
 
 @contextlib.contextmanager
@@ -56,6 +63,44 @@ def replica_noise(images, num_latents, step_key):
   return noise[replica * local_batch:(replica + 1) * local_batch], replicas
 
 
+def reparameterise(mean, logvar, noise):
+  """z = mean + exp(logvar / 2) * noise: a draw of N(mean, exp(logvar)) for standard normal
+  `noise` (dlib's `sample_from_latent_distribution`, with the noise given)."""
+  return mean + tf.exp(logvar / 2) * noise
+
+
+def gaussian_kl(mean, logvar):
+  """KL(N(mean, exp(logvar)) || N(0, 1)) of each example and latent, (B, D).
+
+  In the paper code's form; dlib's `compute_gaussian_kl` is the same sum, written
+  0.5 (mean^2 + exp(logvar) - logvar - 1), summed over latents and averaged over the batch
+  (`total_kl` below).
+  """
+  return -0.5 * (1.0 + logvar - tf.square(mean) - tf.exp(logvar))
+
+
+def total_kl(kl_per_dim):
+  """The KL of each example (summed over latents), averaged over the batch: dlib's `kl_loss`."""
+  return tf.reduce_mean(tf.reduce_sum(kl_per_dim, axis=1))
+
+
+def reconstruction_loss(images, logits, loss_type="bce"):
+  """dlib's `make_reconstruction_loss` on logits, summed over pixels and averaged over the batch.
+
+  'bce': `bernoulli_loss` (sigmoid cross-entropy, `subtract_true_image_entropy=False`, dlib's
+  default; the paper code's on dSprites); 'l2': `l2_loss`, the squared error of sigmoid(logits)
+  (the paper code's on 3DShapes).
+  """
+  if loss_type == "bce":
+    per_pixel = tf.nn.sigmoid_cross_entropy_with_logits(labels=images, logits=logits)
+  elif loss_type == "l2":
+    per_pixel = tf.square(tf.sigmoid(logits) - images)
+  else:
+    raise UserError(f"reconstruction loss {loss_type!r} is not one of {RECONSTRUCTION_LOSSES}: "
+                    "use 'bce' for binary images (dSprites) or 'l2'.")
+  return tf.reduce_mean(tf.reduce_sum(per_pixel, axis=[1, 2, 3]))
+
+
 class GaussianEncoderVAE(keras.Model):
   """A VAE with a Gaussian encoder, trained by Keras `fit` under any `tf.distribute` strategy.
 
@@ -64,9 +109,15 @@ class GaussianEncoderVAE(keras.Model):
     gaussian_encoder(images) -> (mean, logvar), each (B, num_latents): the representation that
       disentanglement_lib scores, exported as the `gaussian_encoder` signature.
     decode_latents(z) -> image logits (B, 64, 64, C), exported as the `decoder` signature.
-    loss_terms(images, noise, step, **draws) -> dict with at least `loss`, every name of
+  and, for their loss, either
+    regularizer(kl_loss, z_mean, z_logvar, z_sampled) -> scalar, as dlib's VAE variants do: the
+      loss is then dlib's `BaseVAE` loss, `reconstruction_loss` (of `recons_loss_type`) +
+      regularizer (tracked as `regularizer_name`), with `total_kl` (dlib's `kl_loss`) and `elbo`.
+      A schedule reads the step as `self.optimizer.iterations` (dlib's reads the global step).
+  or
+    loss_terms(images, noise, step=0, **draws) -> dict with at least `loss`, every name of
       `loss_term_names` and `kl_per_latent` (num_latents,). `noise` is standard normal (B, D)
-      in training and zeros (z = mu) in evaluation.
+      in training and zeros (z = mu) in evaluation; `draws` are `training_draws`'.
   and may override:
     training_draws(step_key) -> extra keyword arguments of `loss_terms` in a training step, drawn
       from `step_key` (the same on every replica); `evaluation_draws()` likewise in evaluation.
@@ -74,21 +125,30 @@ class GaussianEncoderVAE(keras.Model):
     jit_compile_blocker() -> None, or why the training step cannot be compiled by XLA
       (`training.jit_compile`) and what to set instead.
 
-  The constructor takes `config` (the constructor's arguments, with `seed`, the per-step
-  randomness' seed; saved with the model) and `num_latents`.
+  Hyperparameters are the subclass constructor's keyword arguments (the gin parameters users
+  bind), each kept as the attribute of its name: `get_config` reads them back, and
+  `type(vae)(**vae.get_config())` builds the same model again (the export does). This class takes
+  `num_latents` and `seed`, the per-step randomness' seed (`model.random_seed`).
   """
 
-  loss_term_names = ("loss",)
+  regularizer_name = "regularizer"
+  recons_loss_type = "bce"  # dlib's default, `bernoulli_loss`
 
-  def __init__(self, config, num_latents, name=None):
+  def __init__(self, num_latents, seed=0, name=None):
     super().__init__(name=name)
-    self.config = dict(config)
     self.num_latents = num_latents
+    self.seed = seed
     # float32 whatever the precision policy the model is built under.
     self.trackers = {n: keras.metrics.Mean(name=n, dtype=tf.float32)
                      for n in self.loss_term_names}
     self.trackers.update({f"kl_{i}": keras.metrics.Mean(name=f"kl_{i}", dtype=tf.float32)
                           for i in range(num_latents)})
+
+  @property
+  def loss_term_names(self):
+    """The terms tracked, logged and saved in the results, in order; a model with a `loss_terms`
+    of its own names its own."""
+    return ("loss", "recon_loss", self.regularizer_name, "total_kl", "elbo")
 
   # The interface.
 
@@ -98,8 +158,22 @@ class GaussianEncoderVAE(keras.Model):
   def decode_latents(self, z):
     raise NotImplementedError
 
+  def regularizer(self, kl_loss, z_mean, z_logvar, z_sampled):
+    raise NotImplementedError(f"{type(self).__name__} defines neither `regularizer` nor "
+                              "`loss_terms`")
+
   def loss_terms(self, images, noise, step=0, **draws):
-    raise NotImplementedError
+    """dlib's `BaseVAE` loss for given reparameterisation noise."""
+    del step, draws  # a regulariser's schedule reads self.optimizer.iterations
+    mean, logvar = self.gaussian_encoder(images)
+    z = reparameterise(mean, logvar, noise)
+    recon_loss = reconstruction_loss(images, self.decode_latents(z), self.recons_loss_type)
+    kl_per_dim = gaussian_kl(mean, logvar)
+    kl_loss = total_kl(kl_per_dim)
+    regularizer = self.regularizer(kl_loss, mean, logvar, z)
+    return {"loss": recon_loss + regularizer, "recon_loss": recon_loss,
+            self.regularizer_name: regularizer, "total_kl": kl_loss,
+            "elbo": -(recon_loss + kl_loss), "kl_per_latent": tf.reduce_mean(kl_per_dim, axis=0)}
 
   def training_draws(self, step_key):
     del step_key
@@ -125,7 +199,15 @@ class GaussianEncoderVAE(keras.Model):
   # Keras hooks, shared by every model.
 
   def get_config(self):
-    return dict(self.config)
+    """The constructor's arguments but `name`, read back from the attributes of their names."""
+    parameters = inspect.signature(type(self).__init__).parameters.values()
+    names = [p.name for p in parameters if p.name not in ("self", "name") and
+             p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    missing = [n for n in names if not hasattr(self, n)]
+    if missing:
+      raise TypeError(f"{type(self).__name__} keeps no attribute {missing}: keep each "
+                      "constructor argument as the attribute of its name")
+    return {n: getattr(self, n) for n in names}
 
   @property
   def metrics(self):
@@ -133,7 +215,7 @@ class GaussianEncoderVAE(keras.Model):
 
   def train_step(self, images):
     step = self.optimizer.iterations
-    key = random_streams.step_key(self.config["seed"], step)
+    key = random_streams.step_key(self.seed, step)
     noise, replicas = replica_noise(images, self.num_latents, key)
     with tf.GradientTape() as tape:
       terms = self.loss_terms(images, noise, step=step, **self.training_draws(key))

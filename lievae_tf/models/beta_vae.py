@@ -6,20 +6,18 @@ in Keras, and its loss: Bernoulli reconstruction (sigmoid cross-entropy on logit
 pixels, `subtract_true_image_entropy=False` as dlib's default) + beta * KL, averaged over the
 batch. (The `no_exp` ablation is `LieGroupVAE.no_exp = True`.)
 
-It is a `base.GaussianEncoderVAE`: it supplies its networks and `loss_terms`; training, evaluation
-and export come from the shared base.
+`DlibVAE` is dlib's `BaseVAE` (its networks; its loss comes from `base.GaussianEncoderVAE`), and
+`BetaVAE` adds, as dlib's does, `beta` and a `regularizer`; training, evaluation and export come
+from the shared base. dlib's other variants (β-TCVAE, DIP-VAE, ...) are a subclass of `DlibVAE`
+each that defines `regularizer` (docs/extending.md, tests/test_dlib_variant.py).
 """
 
 import gin
-import tensorflow as tf
 
 from lievae_tf.keras2 import keras
 from lievae_tf.models import base
 
 layers = keras.layers
-
-LOSS_TERMS = ("loss", "recon_loss", "beta_kl", "total_kl", "elbo")
-
 
 class ConvEncoder(layers.Layer):
   """dlib's `conv_encoder`: images -> (means, log_var)."""
@@ -55,22 +53,14 @@ def deconv_decoder(num_latents, num_channels, name="decoder"):
   ], name=name)
 
 
-@gin.configurable("BetaVAE", denylist=["num_channels", "seed"])
-class BetaVAE(base.GaussianEncoderVAE):
-  """β-VAE (Higgins et al. 2017) as disentanglement_lib trains it.
+class DlibVAE(base.GaussianEncoderVAE):
+  """dlib's `BaseVAE`: its default encoder and decoder, and (from the base class) its loss,
+  reconstruction + `regularizer`. A variant is a gin-configurable subclass that takes its
+  hyperparameters and defines `regularizer`, as `BetaVAE` below and dlib's own variants do."""
 
-  Args:
-    num_channels: image channels; set from the dataset.
-    num_latents: latent dimensions (dlib's `encoder.num_latent`; 10 in its studies).
-    beta: weight of the KL term (dlib's study uses 1, 2, 4, 6, 8, 16).
-    seed: seed of the per-step reparameterisation noise; set from `model.random_seed`.
-  """
-
-  loss_term_names = LOSS_TERMS
-
-  def __init__(self, num_channels=1, num_latents=10, beta=1.0, seed=0, name="beta_vae"):
-    super().__init__(dict(num_channels=num_channels, num_latents=num_latents, beta=beta,
-                          seed=seed), num_latents=num_latents, name=name)
+  def __init__(self, num_channels: int = 1, num_latents: int = 10, seed: int = 0, name=None):
+    super().__init__(num_latents=num_latents, seed=seed, name=name)
+    self.num_channels = num_channels
     self.encoder = ConvEncoder(num_latents, name="encoder")
     self.decoder = deconv_decoder(num_latents, num_channels)
 
@@ -80,16 +70,25 @@ class BetaVAE(base.GaussianEncoderVAE):
   def decode_latents(self, z):
     return base.as_float32(self.decoder(z))
 
-  def loss_terms(self, images, noise, step=0):
-    del step  # no schedule
-    mean, logvar = self.gaussian_encoder(images)
-    z = mean + tf.exp(logvar / 2) * noise
-    logits = self.decode_latents(z)
-    recon_loss = tf.reduce_mean(tf.reduce_sum(
-        tf.nn.sigmoid_cross_entropy_with_logits(labels=images, logits=logits), axis=[1, 2, 3]))
-    kl_per_dim = 0.5 * (tf.square(mean) + tf.exp(logvar) - logvar - 1.0)
-    total_kl = tf.reduce_mean(tf.reduce_sum(kl_per_dim, axis=1))
-    beta_kl = self.config["beta"] * total_kl
-    return dict(loss=recon_loss + beta_kl, recon_loss=recon_loss, beta_kl=beta_kl,
-                total_kl=total_kl, elbo=-(recon_loss + total_kl),
-                kl_per_latent=tf.reduce_mean(kl_per_dim, axis=0))
+
+@gin.configurable("BetaVAE", denylist=["num_channels", "seed"])
+class BetaVAE(DlibVAE):
+  """β-VAE (Higgins et al. 2017) as disentanglement_lib trains it.
+
+  Args:
+    num_channels: image channels; set from the dataset.
+    num_latents: latent dimensions (dlib's `encoder.num_latent`; 10 in its studies).
+    beta: weight of the KL term (dlib's study uses 1, 2, 4, 6, 8, 16).
+    seed: seed of the per-step reparameterisation noise; set from `model.random_seed`.
+  """
+
+  regularizer_name = "beta_kl"
+
+  def __init__(self, num_channels: int = 1, num_latents: int = 10, beta: float = 1.0,
+               seed: int = 0, name="beta_vae"):
+    super().__init__(num_channels, num_latents, seed, name)
+    self.beta = beta
+
+  def regularizer(self, kl_loss, z_mean, z_logvar, z_sampled):
+    del z_mean, z_logvar, z_sampled
+    return self.beta * kl_loss

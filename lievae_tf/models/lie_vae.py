@@ -7,6 +7,8 @@ reconstruction path, is `training_draws`: a pure function of (`seed`, step), so 
 makes the same choice and a resumed run draws what an uninterrupted one would have.
 """
 
+from typing import Optional, Sequence
+
 import gin
 import tensorflow as tf
 
@@ -15,8 +17,6 @@ from lievae_tf.models import base
 from lievae_tf.models import lie_group
 from lievae_tf.models import networks
 from lievae_tf.errors import UserError
-
-RECONSTRUCTION_LOSSES = ("bce", "l2")
 
 # Loss terms tracked in training and evaluation, in the order they are reported. The KL of each
 # latent (`kl_<i>`) follows them.
@@ -59,28 +59,29 @@ class LieGroupVAE(base.GaussianEncoderVAE):
   loss_term_names = LOSS_TERMS
 
   def __init__(self,
-               num_channels=1,
-               subgroup_sizes=(100,),
-               subspace_sizes=(10,),
-               lie_alg_init_scale=0.001,
-               hy_hes=40.0,
-               hy_rec=0.1,
-               hy_commute=0.0,
-               commutator="paper_code",
-               forward_eg_prob=0.2,
-               recons_loss_type="bce",
-               beta=1.0,
-               capacity=None,
-               capacity_leadin=100000,
-               no_exp=False,
-               bias_init="pytorch",
-               expm="tf",
-               seed=0,
+               num_channels: int = 1,
+               subgroup_sizes: Sequence[int] = (100,),
+               subspace_sizes: Sequence[int] = (10,),
+               lie_alg_init_scale: float = 0.001,
+               hy_hes: float = 40.0,
+               hy_rec: float = 0.1,
+               hy_commute: float = 0.0,
+               commutator: str = "paper_code",
+               forward_eg_prob: float = 0.2,
+               recons_loss_type: str = "bce",
+               beta: float = 1.0,
+               capacity: Optional[float] = None,
+               capacity_leadin: int = 100000,
+               no_exp: bool = False,
+               bias_init: str = "pytorch",
+               expm: str = "tf",
+               seed: int = 0,
                name="lie_group_vae"):
     # No **kwargs: gin can then reject a misspelt binding by name.
-    if recons_loss_type not in RECONSTRUCTION_LOSSES:
+    if recons_loss_type not in base.RECONSTRUCTION_LOSSES:
       raise UserError(f"recons_loss_type {recons_loss_type!r} is not one of "
-                      f"{RECONSTRUCTION_LOSSES}: use 'bce' for binary images (dSprites) or 'l2'.")
+                      f"{base.RECONSTRUCTION_LOSSES}: use 'bce' for binary images (dSprites) or "
+                      "'l2'.")
     if commutator not in lie_group.COMMUTATORS:
       raise UserError(f"commutator {commutator!r} is not one of {lie_group.COMMUTATORS}: "
                       "'paper_code' is the paper code's penalty (each basis product minus its "
@@ -89,15 +90,16 @@ class LieGroupVAE(base.GaussianEncoderVAE):
       raise UserError(f"forward_eg_prob {forward_eg_prob!r} is not a probability in [0, 1].")
     if capacity is not None and capacity_leadin <= 0:
       raise UserError(f"capacity_leadin {capacity_leadin!r} must be a positive number of steps.")
-    config = dict(
-        num_channels=num_channels, subgroup_sizes=list(subgroup_sizes),
-        subspace_sizes=list(subspace_sizes), lie_alg_init_scale=lie_alg_init_scale,
-        hy_hes=hy_hes, hy_rec=hy_rec, hy_commute=hy_commute, commutator=commutator,
-        forward_eg_prob=forward_eg_prob,
-        recons_loss_type=recons_loss_type, beta=beta, capacity=capacity,
-        capacity_leadin=capacity_leadin, no_exp=no_exp, bias_init=bias_init, expm=expm,
-        seed=seed)
-    super().__init__(config, num_latents=sum(subspace_sizes), name=name)
+    super().__init__(num_latents=sum(subspace_sizes), seed=seed, name=name)
+    self.num_channels = num_channels
+    # Tuples: Keras would track lists as dependencies (and write them in checkpoints).
+    self.subgroup_sizes, self.subspace_sizes = tuple(subgroup_sizes), tuple(subspace_sizes)
+    self.lie_alg_init_scale = lie_alg_init_scale
+    self.hy_hes, self.hy_rec, self.hy_commute = hy_hes, hy_rec, hy_commute
+    self.commutator, self.forward_eg_prob = commutator, forward_eg_prob
+    self.recons_loss_type, self.beta = recons_loss_type, beta
+    self.capacity, self.capacity_leadin = capacity, capacity_leadin
+    self.no_exp, self.bias_init, self.expm = no_exp, bias_init, expm
     biases = networks.Biases(bias_init)
     self.encoder = networks.GroupEncoder(num_channels, subgroup_sizes, subspace_sizes, biases,
                                          name="encoder")
@@ -112,7 +114,7 @@ class LieGroupVAE(base.GaussianEncoderVAE):
                                          name="decoder")
 
   def jit_compile_blocker(self):
-    if self.config["expm"] == "tf" and not self.config["no_exp"]:
+    if self.expm == "tf" and not self.no_exp:
       return ("LieGroupVAE.expm = 'tf' (tf.linalg.expm, whose gradient loop has no fixed "
               "iteration count, which XLA cannot compile): set LieGroupVAE.expm = 'fixed' (the "
               "same exponential with a fixed number of squarings, equal to float32 rounding)")
@@ -147,38 +149,30 @@ class LieGroupVAE(base.GaussianEncoderVAE):
 
   # The loss, as equations.
 
-  def reconstruction_loss(self, logits, images):
-    """Summed over pixels and channels, averaged over the batch."""
-    if self.config["recons_loss_type"] == "bce":
-      per_pixel = tf.nn.sigmoid_cross_entropy_with_logits(labels=images, logits=logits)
-    else:
-      per_pixel = tf.square(tf.sigmoid(logits) - images)
-    return tf.reduce_mean(tf.reduce_sum(per_pixel, axis=[1, 2, 3]))
-
   def beta_kl(self, total_kl, step):
-    beta, capacity = self.config["beta"], self.config["capacity"]
+    """β KL, or with `capacity` dlib's AnnealedVAE regulariser β |KL - min(C step / T, C)|."""
+    beta, capacity = self.beta, self.capacity
     if capacity is None:
       return beta * total_kl
-    target = tf.minimum(capacity * tf.cast(step, tf.float32) / self.config["capacity_leadin"],
-                        capacity)
+    target = tf.minimum(capacity * tf.cast(step, tf.float32) / self.capacity_leadin, capacity)
     return beta * tf.abs(total_kl - target)
 
-  def loss_terms(self, images, noise, use_eg_path=False, step=0):
+  def loss_terms(self, images, noise, step=0, use_eg_path=False):
     """Every quantity of one step for given images and reparameterisation noise.
 
     Args:
       images: (B, 64, 64, nc) in [0, 1].
       noise: (B, D) standard normal noise; zeros give z = mu (evaluation).
-      use_eg_path: bool or scalar bool tensor: reconstruct from the encoder's group features gE
-        instead of from gG = expmap(z). Only the chosen decoder pass is computed.
       step: training step, for the capacity schedule.
+      use_eg_path: bool or scalar bool tensor (`training_draws`): reconstruct from the encoder's
+        group features gE instead of from gG = expmap(z). Only the chosen decoder pass is computed.
 
     Returns:
       dict with mu, logvar, z, group_feats_E, group_feats_G, logits, kl_per_latent and the loss
       terms of LOSS_TERMS (hessian_loss and commute_loss unweighted).
     """
     group_feats_e, mu, logvar = self.encode(images)
-    z = mu + tf.exp(logvar / 2) * noise
+    z = base.reparameterise(mu, logvar, noise)
     group_feats_g = self.group_map(z)
     if isinstance(use_eg_path, bool):
       logits = self.decode(group_feats_e if use_eg_path else group_feats_g)
@@ -187,18 +181,17 @@ class LieGroupVAE(base.GaussianEncoderVAE):
       # back-propagated through.
       logits = tf.cond(use_eg_path, lambda: self.decode(group_feats_e),
                        lambda: self.decode(group_feats_g))
-    recon_loss = self.reconstruction_loss(logits, images)
+    recon_loss = base.reconstruction_loss(images, logits, self.recons_loss_type)
 
-    kl_per_dim = -0.5 * (1.0 + logvar - tf.square(mu) - tf.exp(logvar))
-    total_kl = tf.reduce_mean(tf.reduce_sum(kl_per_dim, axis=1))
+    kl_per_dim = base.gaussian_kl(mu, logvar)
+    total_kl = base.total_kl(kl_per_dim)
     beta_kl = self.beta_kl(total_kl, step)
 
     squared_diff = tf.square(group_feats_e - group_feats_g)
     gfeat_rec_loss = tf.reduce_mean(tf.reduce_sum(squared_diff, axis=1))
-    hessian_loss, commute_loss = lie_group.group_penalties(self.exp_map.bases,
-                                                         self.config["commutator"])
-    group_loss = (self.config["hy_rec"] * gfeat_rec_loss + self.config["hy_hes"] * hessian_loss +
-                  self.config["hy_commute"] * commute_loss)
+    hessian_loss, commute_loss = lie_group.group_penalties(self.exp_map.bases, self.commutator)
+    group_loss = (self.hy_rec * gfeat_rec_loss + self.hy_hes * hessian_loss +
+                  self.hy_commute * commute_loss)
     return dict(
         mu=mu, logvar=logvar, z=z, group_feats_E=group_feats_e, group_feats_G=group_feats_g,
         logits=logits, kl_per_latent=tf.reduce_mean(kl_per_dim, axis=0),
@@ -213,7 +206,7 @@ class LieGroupVAE(base.GaussianEncoderVAE):
     """One Bernoulli(forward_eg_prob) draw per step: reconstruct from gE instead of gG."""
     draw = tf.random.stateless_uniform(
         [], seed=random_streams.step_draw_key(step_key, random_streams.PATH_CHOICE))
-    return dict(use_eg_path=draw < self.config["forward_eg_prob"])
+    return dict(use_eg_path=draw < self.forward_eg_prob)
 
   def evaluation_draws(self):
     return dict(use_eg_path=False)

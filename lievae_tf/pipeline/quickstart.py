@@ -9,10 +9,12 @@ import os
 import shutil
 import time
 
+from lievae_tf import model_dir as model_dir_lib
 from lievae_tf.data import synthetic
 from lievae_tf.errors import UserError
 from lievae_tf.evaluation import registry
 from lievae_tf.pipeline import commands
+from lievae_tf.pipeline import scoring
 
 QUICKSTART_GRID = (1, 3, 6, 10, 8, 8)  # 11,520 images: shape x scale x orientation x posX x posY
 
@@ -53,27 +55,15 @@ def run(work_dir, gin_configs=None, gin_bindings=(), metrics=METRICS, overwrite=
   train += [f"--gin_bindings={b}" for b in gin_bindings]
   _run(train, env, os.path.join(logs, "train.log"))
 
-  config_dir = registry.dlib_config_dir()
-  representation = os.path.join(model_dir, "postprocessed", "mean")
-  _run(commands.console_command("dlib_postprocess") + [
-      f"--model_dir={model_dir}", f"--output_dir={representation}",
-      f"--gin_config={os.path.join(config_dir, 'postprocess_configs', 'mean.gin')}"
-  ], env, os.path.join(logs, "postprocess.log"))
-
-  for metric in metrics:
-    entry = registry.get(metric)
-    evaluate = commands.console_command("dlib_evaluate") + [
-        f"--input_dir={representation}",
-        f"--output_dir={os.path.join(model_dir, 'metrics', 'mean', metric)}",
-        f"--gin_config={entry.gin_config}", f"--gin_bindings=evaluation.name = '{metric}'"
-    ] + [f"--gin_bindings={b}" for b in entry.small_bindings]
-    _run(evaluate, env, os.path.join(logs, f"evaluate_{metric}.log"))
+  postprocess = scoring.postprocess_step(model_dir)
+  _run(postprocess.command, env, os.path.join(logs, f"{postprocess.name}.log"))
+  for step in scoring.metric_steps(model_dir, [(m, registry.get(m).small_bindings)
+                                               for m in metrics]):
+    _run(step.command, env, os.path.join(logs, f"{step.name}.log"))
 
   aggregated = os.path.join(work_dir, "results.json")
-  _run(commands.console_command("dlib_aggregate_results") + [
-      f"--result_file_pattern={os.path.join(model_dir, 'metrics', '*', '*', 'results', 'aggregate', 'evaluation.json')}",
-      f"--output_path={aggregated}"
-  ], env, os.path.join(logs, "aggregate.log"))
+  _run(scoring.aggregate_command(scoring.evaluations_pattern(model_dir), aggregated), env,
+       os.path.join(logs, "aggregate.log"))
   return read_scores(aggregated)
 
 
@@ -95,9 +85,9 @@ def print_report(work_dir, scores):
   names = {"mig": "MIG", "factor_vae": "FactorVAE metric", "dci": "DCI disentanglement"}
   for metric, score in scores.items():
     print(f"  {names.get(metric, metric):<22} {score:.3f}")
-  print(f"\n  TF-Hub module      {os.path.join(model_dir, 'tfhub')}")
-  print(f"  training results   {os.path.join(model_dir, 'results')}")
-  print(f"  metrics            {os.path.join(model_dir, 'metrics', 'mean')}")
+  print(f"\n  TF-Hub module      {os.path.join(model_dir, model_dir_lib.TFHUB_DIR)}")
+  print(f"  training results   {os.path.join(model_dir, model_dir_lib.RESULTS_DIR)}")
+  print(f"  metrics            {os.path.join(model_dir, 'metrics', scoring.REPRESENTATION)}")
   print(f"  aggregated         {os.path.join(work_dir, 'results.json')}")
   print(f"  TensorBoard        tensorboard --logdir {os.path.join(model_dir, 'logs')}")
   print(f"  logs of each step  {os.path.join(work_dir, 'logs')}")

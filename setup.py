@@ -7,8 +7,9 @@ import setuptools
 # What lievae_tf imports, in ranges both supported stacks satisfy. The exact, tested sets (and
 # TensorFlow itself, whose CPU and GPU builds are different distributions) are the stacks'
 # requirement files, which scripts/setup_env.sh installs first (docs/environment.md).
+# tensorflow-hub is there too: hub 0.16 requires tf-keras, which requires the `tensorflow`
+# distribution, so naming it here would add TF's CUDA wheel beside the current stack's tensorflow-cpu.
 _INSTALL_REQUIRES = [
-    "tensorflow-hub>=0.15,<0.17",
     "gin-config>=0.4,<0.6",
     "numpy>=1.26",
     "wrapt>=1.14",

@@ -52,7 +52,8 @@ stamp_inputs() {
   # Everything that decides what gets installed (bin/ scripts are copied at install time).
   echo "tensorflow build: $build; stack: ${LIEVAE_TF_STACK:-} python: ${PYTHON:-}"
   cat requirements.txt requirements-common.txt requirements-gpu.txt requirements-current.txt \
-    requirements-current-gpu.txt requirements-dlib.txt setup.py scripts/setup_env.sh
+    requirements-current-common.txt requirements-current-gpu.txt requirements-current-nodeps.txt \
+    requirements-dlib.txt setup.py scripts/setup_env.sh
   find bin -name 'lievae_*' -type f | sort | xargs -r cat
 }
 want=$(stamp_inputs | sha256sum | cut -d' ' -f1)
@@ -92,6 +93,9 @@ interpreters_on_path() {  # "python3 (3.13), python3.11 (3.11, supported), ...":
   echo "${out:-none}"
 }
 
+wrong_tf_wheel() {  # the TF distribution the chosen build must not hold (CPU: tensorflow-cpu on both stacks)
+  if [ "$build" = cpu ]; then echo tensorflow; else echo tensorflow_cpu; fi
+}
 # An existing $venv is kept if its interpreter is supported and it holds the chosen build.
 venv_action=create
 if [ -x $venv/bin/python ]; then
@@ -104,6 +108,10 @@ if [ -x $venv/bin/python ]; then
     venv_action="recreate (it holds the $venv_stack stack)"
   elif [ "$(cat "$built" 2>/dev/null || echo cpu)" != "$build" ]; then
     venv_action="recreate (it holds the $(cat "$built" 2>/dev/null || echo cpu) build)"
+  elif compgen -G "$venv/lib/python*/site-packages/$(wrong_tf_wheel)-[0-9]*.dist-info" >/dev/null; then
+    # A current-stack .venv made when its CPU build was `tensorflow`: both wheels install the same
+    # files, so installing tensorflow-cpu over it would leave a mix.
+    venv_action="recreate (it holds the $(wrong_tf_wheel) wheel, not the $build build's)"
   elif [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then venv_action="up to date"
   else venv_action=refresh; fi
 fi
@@ -144,11 +152,11 @@ esac
 # torch is a CUDA build of several GB: there torch is left out, and the tests that need it skip.
 extras=test
 [ "$stack" = pinned ] && extras=test,torch
-install_steps=(
-  "-r $requirements"
-  "--no-deps -r requirements-dlib.txt"
-  "-e .[$extras]"
-)
+install_steps=("-r $requirements")
+# tf-keras and tensorflow-hub require the `tensorflow` distribution, which the CPU build's
+# tensorflow-cpu is not: without --no-deps pip would add TF's CUDA wheel beside it.
+[ "$stack" = current ] && install_steps+=("--no-deps -r requirements-current-nodeps.txt")
+install_steps+=("--no-deps -r requirements-dlib.txt" "-e .[$extras]")
 
 if [ "$mode" != install ]; then
   say "TensorFlow build: $build ($why; LIEVAE_TF_BUILD=cpu|gpu overrides)"

@@ -17,7 +17,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASH = shutil.which("bash")
 ENV_FILES = ["requirements.txt", "requirements-common.txt", "requirements-gpu.txt",
              "requirements-current.txt", "requirements-current-common.txt",
-             "requirements-current-gpu.txt", "requirements-dlib.txt", "setup.py",
+             "requirements-current-gpu.txt", "requirements-current-nodeps.txt",
+             "requirements-dlib.txt", "setup.py",
              "scripts/setup_env.sh"]
 NO_DRIVER = ("echo 'NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.' >&2\n"
              "exit 9")
@@ -89,6 +90,24 @@ def test_override_wins_and_the_stamp_names_the_build(tree):
   assert stamps[0] == stamps[2]  # detection and override agree on one stamp per build
 
 
+def test_a_venv_holding_the_other_tf_wheel_is_rebuilt_not_refreshed(tree):
+  """Before tensorflow-cpu, the current stack's CPU build was the `tensorflow` wheel: both install
+  the same files, so installing one over the other would leave a mix."""
+  nvidia_smi(tree, NO_DRIVER)
+  venv = tree / ".venv"
+  (venv / "bin").mkdir(parents=True)
+  _executable(venv / "bin" / "python", "echo 3.13")
+  (venv / ".lievae_tf_stack").write_text("current\n")
+  (venv / ".lievae_tf_build").write_text("cpu\n")
+  site_packages = venv / "lib" / "python3.13" / "site-packages"
+  (site_packages / "tensorflow_cpu-2.21.0.dist-info").mkdir(parents=True)
+  result = setup_env(tree, "--plan")
+  assert "setup_env: .venv: refresh\n" in result.stderr, result.stderr
+  (site_packages / "tensorflow-2.21.0.dist-info").mkdir()
+  result = setup_env(tree, "--plan")
+  assert ".venv: recreate (it holds the tensorflow wheel, not the cpu build's)" in result.stderr
+
+
 def test_unknown_build_is_one_line(tree):
   result = setup_env(tree, "--plan", LIEVAE_TF_BUILD="tpu")
   assert result.returncode == 1
@@ -123,6 +142,8 @@ def test_only_python_313_gets_the_current_stack(tree, tmp_path):
   assert "Python: python3 (3.13)" in result.stderr
   assert "stack: current (from Python 3.13" in result.stderr
   assert "pip install -r requirements-current.txt\n" in result.stderr
+  # tf-keras and hub name `tensorflow`: with their deps pip would add TF's CUDA wheel to tensorflow-cpu.
+  assert "pip install --no-deps -r requirements-current-nodeps.txt\n" in result.stderr
   assert "pip install -e .[test]\n" in result.stderr  # no torch: a CUDA build on 3.13
   nvidia_smi(tree, "echo 'GPU 0: Tesla T4 (UUID: GPU-0)'")
   gpu = setup_env(tree, "--plan", path=tools)
@@ -155,7 +176,9 @@ def test_python_and_stack_variables_are_checked(tree, tmp_path):
   result = setup_env(tree, PYTHON="python3.99-missing")
   assert result.returncode == 1 and result.stderr.count("\n") == 1
   assert "PYTHON=python3.99-missing is not an interpreter" in result.stderr
-  assert "stack: pinned (from Python 3.11" in plan(tree, PYTHON="python3.11")
+  pinned_plan = plan(tree, PYTHON="python3.11")
+  assert "stack: pinned (from Python 3.11" in pinned_plan
+  assert "requirements-current-nodeps.txt" not in pinned_plan
   assert "stack: current (from Python 3.13" in plan(tree, PYTHON="python3.13")
   current_on_311 = plan(tree, PYTHON="python3.11", LIEVAE_TF_STACK="current")
   assert "stack: current (LIEVAE_TF_STACK=current" in current_on_311
@@ -175,9 +198,8 @@ def test_one_tensorflow_release_for_both_builds():
 
   for common, cpu, gpu, cpu_distribution in (
       ("requirements-common.txt", "requirements.txt", "requirements-gpu.txt", "tensorflow-cpu"),
-      # tf-keras 2.21 depends on `tensorflow`, whose Linux wheel runs on CPUs too.
       ("requirements-current-common.txt", "requirements-current.txt",
-       "requirements-current-gpu.txt", "tensorflow")):
+       "requirements-current-gpu.txt", "tensorflow-cpu")):
     assert pins(common) == []  # shared pins hold no TF build
     (cpu_name, cpu_version), = pins(cpu)
     (gpu_name, gpu_version), = pins(gpu)

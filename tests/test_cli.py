@@ -121,6 +121,17 @@ def test_malformed_tf_config_is_named(tmp_path):
   assert not os.path.exists(tmp_path / "m")
 
 
+def test_bfloat16_on_a_cpu_without_bfloat16_convolutions_is_named_before_model_dir(tmp_path):
+  # Every x86 CPU's oneDNN is held to AVX2 by this variable: no bfloat16 convolution there.
+  env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2")
+  result = command("lievae_train", *train_args(str(tmp_path / "m"),
+                                               "training.precision = 'mixed_bfloat16'"), env=env)
+  _assert_clean_error(result, "training.precision = 'mixed_bfloat16' cannot run on CPU:0",
+                      "ONEDNN_MAX_CPU_ISA=AVX2", "could not create a primitive descriptor",
+                      "AVX-512", "training.precision = 'float32'")
+  assert not os.path.exists(tmp_path / "m")
+
+
 def test_finished_model_dir_is_refused_untouched_then_overwritten(trained_model_dir):
   before = _snapshot(trained_model_dir)
   result = command("lievae_train", *train_args(trained_model_dir))

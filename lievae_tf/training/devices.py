@@ -38,14 +38,52 @@ def _describe(device, gpu_names):
   return f"{short} ({name})" if name else short
 
 
+def local_devices(strategy):
+  """The devices this process trains on."""
+  if strategy_name(strategy) == "default":
+    # TF's default placement: the first GPU if there is one, else the CPU.
+    return [d.name for d in tf.config.list_logical_devices("GPU")[:1]] or ["/device:CPU:0"]
+  return list(strategy.extended.worker_devices)
+
+
+def precision_problem(precision, strategy=None):
+  """Why `precision` cannot train on this process's devices, or None if it can.
+
+  oneDNN, TF's CPU kernels, has no bfloat16 convolution below AVX-512 (e.g. AMD Zen 2/3, or any CPU
+  under ONEDNN_MAX_CPU_ISA=AVX2): the step would fail at its first batch with "could not create a
+  primitive descriptor". So a tiny bfloat16 convolution, forward and backward as the networks run
+  it, is tried on each device before anything is written.
+  """
+  if precision != "mixed_bfloat16":
+    return None
+  for device in local_devices(strategy or tf.distribute.get_strategy()):
+    try:
+      with tf.device(device):
+        images = tf.ones([1, 8, 8, 2], tf.bfloat16)
+        kernel = tf.ones([4, 4, 2, 2], tf.bfloat16)
+        with tf.GradientTape() as tape:
+          tape.watch([images, kernel])
+          features = tf.nn.conv2d(images, kernel, 2, "SAME")
+          features = tf.nn.conv2d_transpose(features, kernel, [1, 8, 8, 2], 2, "SAME")
+        tape.gradient(features, [images, kernel])
+    except tf.errors.OpError as error:
+      # oneDNN's words ("could not create a primitive descriptor for ..."), not TF's wrapping.
+      words = re.search(r"message: ([^.,]+)", error.message)
+      detail = words.group(1) if words else error.message.strip().splitlines()[0][:200]
+      isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
+      limit = f" (ONEDNN_MAX_CPU_ISA={isa} is set)" if isa else ""
+      return (f"training.precision = 'mixed_bfloat16' cannot run on {_describe(device, {})}"
+              f"{limit}: a bfloat16 convolution failed there ({detail}). On CPUs, TensorFlow's "
+              "oneDNN kernels compute bfloat16 convolutions only with AVX-512 (best with "
+              "AVX512_BF16). Train with training.precision = 'float32' (the default) on this "
+              "machine")
+  return None
+
+
 def report(strategy, global_batch_size):
   """This process's share of the run, as fields of `train_results.json`."""
   replicas = strategy.num_replicas_in_sync
-  if strategy_name(strategy) == "default":
-    # TF's default placement: the first GPU if there is one, else the CPU.
-    local = [d.name for d in tf.config.list_logical_devices("GPU")[:1]] or ["/device:CPU:0"]
-  else:
-    local = list(strategy.extended.worker_devices)
+  local = local_devices(strategy)
   gpu_names = _gpu_names() if len(tf.config.list_logical_devices("GPU")) == len(
       tf.config.list_physical_devices("GPU")) else {}  # logical splits of a GPU: no name
   return dict(strategy=strategy_name(strategy), num_replicas=replicas,

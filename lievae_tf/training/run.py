@@ -159,6 +159,9 @@ def set_up(model_dir, overwrite, model_class, random_seed, batch_size, allow_con
     raise UserError(f"model.batch_size = {batch_size} does not split evenly over {replicas} "
                     f"replicas: use a multiple of {replicas}.")
   devices = devices_lib.announce(strategy, batch_size)
+  problem = devices_lib.precision_problem(options["precision"], strategy)
+  if problem:  # before model_dir is touched
+    raise UserError(problem + ".")
   chief = strategy_lib.is_chief(strategy)
   if chief:
     model_dir_lib.prepare(model_dir, overwrite, resume=True,

@@ -73,6 +73,51 @@ def test_frozen_outputs_equal_the_stock_function_for_every_signature(
                                  stock(inputs, signature="representation"), rtol=1e-5, atol=1e-5)
 
 
+def _standard_normal(graph, scope=""):
+  """The output of the one random op of a module's graph (below `scope`): the reconstructions'
+  noise."""
+  ops = [op for op in graph.get_operations()
+         if op.type == "RandomStandardNormal" and op.name.startswith(scope)]
+  assert len(ops) == 1, [op.name for op in ops]
+  return ops[0].outputs[0]
+
+
+@pytest.mark.parametrize("tags", [None, {"train"}])
+def test_frozen_reconstructions_equal_the_stock_modules_for_the_same_noise(tags, trained_model_dir):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_hub as hub  # pylint: disable=g-import-not-at-top
+  from lievae_tf.interop import tf1_hub  # pylint: disable=g-import-not-at-top
+  spec = os.path.join(trained_model_dir, "tfhub")
+  rng = np.random.RandomState(1)
+  images = _inputs(spec, "reconstructions", tags, rng)["images"]
+  # The noise is drawn inside both graphs: each run is fed the same draw in place of it.
+  num_latents = hub.load_module_spec(spec).get_output_info_dict(
+      "gaussian_encoder", tags)["mean"].get_shape()[1]
+  # Scaled so that the shared model's decoder depends on it well above rounding: its Lie algebra
+  # basis is still at its initial scale 1e-3, so standard noise moves gG (and the output) ~1e-5.
+  noise = 300 * rng.normal(size=[len(images), num_latents]).astype(np.float32)
+  with tf.Graph().as_default() as graph:  # the stock TF-Hub path, as dlib reads a module
+    module = hub.Module(spec, tags=tags)
+    placeholder = tf.compat.v1.placeholder(tf.float32, images.shape)
+    stock_output = module(placeholder, signature="reconstructions", as_dict=True)["images"]
+    with tf.compat.v1.Session(graph=graph) as session:
+      session.run(tf.compat.v1.global_variables_initializer())
+      # hub.Module builds the module once under "module/", and the call again: the call's noise.
+      noise_op = _standard_normal(graph, "module_apply_reconstructions")
+      stock = session.run(stock_output, {placeholder: images, noise_op: noise})
+  with tf1_hub.loaded_module(spec, tags, freeze=True) as (graph, session, signatures):
+    assert not [op for op in graph.get_operations()
+                if op.type in ("VariableV2", "VarHandleOp")]  # frozen: no weight is read
+    outputs = signatures["reconstructions"]
+    fetch = graph.get_tensor_by_name(outputs.outputs["images"].name)
+    feed = graph.get_tensor_by_name(outputs.inputs["images"].name)
+    frozen = session.run(fetch, {feed: images, _standard_normal(graph): noise})
+    other_noise = session.run(fetch, {feed: images, _standard_normal(graph): -noise})
+  assert stock.shape == frozen.shape == images.shape
+  assert np.abs(other_noise - frozen).max() > 1e-2  # the fed noise is what is decoded
+  np.testing.assert_allclose(frozen, stock, rtol=1e-5, atol=1e-5)
+
+
 def test_dlib_evaluate_scores_through_the_frozen_module_in_every_process():
   """What the `.pth` hook gives a fresh process of the environment that imports dlib's evaluate
   (the stock `dlib_evaluate`), with and without the speed-ups' switch; the metric suite's

@@ -276,16 +276,10 @@ def _as_output(outputs, as_dict):
 
 
 @contextlib.contextmanager
-def eval_function_for_module(spec, tags=None, freeze=False):
-  """Yields `f(inputs, signature=..., as_dict=...)`, which evaluates a signature on numpy inputs.
-
-  The module's tag set `tags` is loaded once into a session of its own. With `freeze`, its
-  variables are first converted to constants (lievae_tf.evaluation.frozen_module says why).
-  """
-  path = spec if isinstance(spec, str) else None
-  if path is None:
-    raise TypeError("eval_function_for_module takes the path of a module directory")
-  original_graph = tf1.get_default_graph()
+def loaded_module(path, tags=None, freeze=False):
+  """Yields (graph, session, signature_defs) of the module's tag set `tags`, loaded into a session
+  of its own; with `freeze`, its variables are first converted to constants
+  (lievae_tf.evaluation.frozen_module says why)."""
   with tf.Graph().as_default() as graph:
     session = tf1.Session(graph=graph)
     try:
@@ -300,26 +294,40 @@ def eval_function_for_module(spec, tags=None, freeze=False):
         with tf.Graph().as_default() as graph:
           tf.graph_util.import_graph_def(frozen, name="")
         session = tf1.Session(graph=graph)
-      callables = {}
-      for name, signature_def in signatures.items():
-        input_names = sorted(signature_def.inputs)
-        feeds = [graph.get_tensor_by_name(signature_def.inputs[n].name) for n in input_names]
-        fetches = {k: graph.get_tensor_by_name(v.name) for k, v in signature_def.outputs.items()}
-        callables[name] = (input_names, feeds, session.make_callable(fetches, feeds))
-
-      def evaluate(inputs=None, _sentinel=None, signature=None, as_dict=None):  # pylint: disable=invalid-name
-        del _sentinel
-        signature = signature or DEFAULT_SIGNATURE
-        if signature not in callables:
-          raise ValueError(f"the module has no signature {signature!r}; it has "
-                           f"{sorted(callables)}")
-        input_names, feeds, run = callables[signature]
-        values = _as_input_dict(inputs, input_names)
-        arrays = [np.asarray(values[n], dtype=t.dtype.as_numpy_dtype)
-                  for n, t in zip(input_names, feeds)]
-        return _as_output(run(*arrays), as_dict)
-
-      with original_graph.as_default():  # as hub's function leaves it
-        yield evaluate
+      yield graph, session, signatures
     finally:
       session.close()
+
+
+@contextlib.contextmanager
+def eval_function_for_module(spec, tags=None, freeze=False):
+  """Yields `f(inputs, signature=..., as_dict=...)`, which evaluates a signature on numpy inputs.
+
+  The module's tag set `tags` is loaded once (`loaded_module`), weights frozen with `freeze`.
+  """
+  path = spec if isinstance(spec, str) else None
+  if path is None:
+    raise TypeError("eval_function_for_module takes the path of a module directory")
+  original_graph = tf1.get_default_graph()
+  with loaded_module(path, tags, freeze) as (graph, session, signatures):
+    callables = {}
+    for name, signature_def in signatures.items():
+      input_names = sorted(signature_def.inputs)
+      feeds = [graph.get_tensor_by_name(signature_def.inputs[n].name) for n in input_names]
+      fetches = {k: graph.get_tensor_by_name(v.name) for k, v in signature_def.outputs.items()}
+      callables[name] = (input_names, feeds, session.make_callable(fetches, feeds))
+
+    def evaluate(inputs=None, _sentinel=None, signature=None, as_dict=None):  # pylint: disable=invalid-name
+      del _sentinel
+      signature = signature or DEFAULT_SIGNATURE
+      if signature not in callables:
+        raise ValueError(f"the module has no signature {signature!r}; it has "
+                         f"{sorted(callables)}")
+      input_names, feeds, run = callables[signature]
+      values = _as_input_dict(inputs, input_names)
+      arrays = [np.asarray(values[n], dtype=t.dtype.as_numpy_dtype)
+                for n, t in zip(input_names, feeds)]
+      return _as_output(run(*arrays), as_dict)
+
+    with original_graph.as_default():  # as hub's function leaves it
+      yield evaluate

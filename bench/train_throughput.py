@@ -135,7 +135,9 @@ def lievae_worker(setting, batch, data_dir, jit_compile=False, inter_op=None,
   import gin  # pylint: disable=g-import-not-at-top
   from lievae_tf import models, training  # pylint: disable=g-import-not-at-top
   from lievae_tf.training import callbacks as callbacks_lib  # pylint: disable=g-import-not-at-top
+  from lievae_tf.training import devices  # pylint: disable=g-import-not-at-top
   from lievae_tf.data import ground_truth as data_lib  # pylint: disable=g-import-not-at-top
+  from lievae_tf.errors import UserError  # pylint: disable=g-import-not-at-top
 
   os.environ["DISENTANGLEMENT_LIB_DATA"] = data_dir
   training.parse_gin([os.path.join(REPO, "gin_configs", SETTINGS[setting]["gin"])],
@@ -143,6 +145,9 @@ def lievae_worker(setting, batch, data_dir, jit_compile=False, inter_op=None,
   ground_truth_data = data_lib.load_ground_truth_data()
   image_shape = data_lib.observation_shape(ground_truth_data)
   strategy = tf.distribute.get_strategy()  # what lievae_train's "auto" picks without a GPU
+  problem = devices.precision_problem(precision, strategy)
+  if problem:  # as lievae_train refuses it (e.g. bfloat16 on a CPU without AVX-512)
+    raise UserError(problem)
   vae = training.build_model(models.LieGroupVAE, image_shape, 0, precision,
                              jit_compile=jit_compile)
   dataset = strategy.distribute_datasets_from_function(
@@ -451,8 +456,10 @@ def main():
   if args.json:
     if args.only:
       def images_per_s(setting, side):
-        return {"images_per_s": round(next(iter(everything[setting].values()))[side][
-            "images_per_s"], 1)}
+        result = next(iter(everything[setting].values()))[side]
+        if "failed" in result:  # e.g. bfloat16 where the CPU has no bfloat16 convolution
+          return {"failed": result["failed"]}
+        return {"images_per_s": round(result["images_per_s"], 1)}
       if len(sides) == 1:  # {setting: {images_per_s}}
         print(json.dumps({s: images_per_s(s, sides[0]) for s in settings}))
       else:  # {side: {setting: {images_per_s}}}, sides measured in the same interleaved rounds

@@ -30,7 +30,12 @@ def test_train_throughput_json_has_every_setting_and_a_failed_lever_is_reported(
   assert result.returncode == 0, result.stderr[-3000:]
   figures = json.loads(result.stdout.strip().splitlines()[-1])
   assert set(figures) == {"lievae", "lievae_bf16"}
-  assert all(figures[side]["dsprites"]["images_per_s"] > 0 for side in figures)
+  assert figures["lievae"]["dsprites"]["images_per_s"] > 0
+  from lievae_tf.training import devices  # pylint: disable=g-import-not-at-top
+  if devices.precision_problem("mixed_bfloat16"):  # a CPU without bfloat16 convolutions
+    assert "cannot run on CPU:0" in figures["lievae_bf16"]["dsprites"]["failed"], figures
+  else:
+    assert figures["lievae_bf16"]["dsprites"]["images_per_s"] > 0
 
   # XLA cannot compile tf.linalg.expm's gradient: jit_compile with it is refused, the bench says
   # so and still reports the rest; with LieGroupVAE.expm = 'fixed' it compiles.

@@ -21,6 +21,12 @@ OUTPUT_RTOL = 1e-5
 # moves by 1e-5 relative can move a point across a histogram bin edge (MIG) or a split threshold
 # (DCI's trees) only where a value sits within 1e-5 of one; 1e-4 is the bound.
 SCORE_ATOL = 1e-4
+# Except DCI's gradient-boosted trees, at these tiny sizes: a code that moves by rounding alone
+# (within OUTPUT_RTOL, asserted first) still flips the splits it straddles, and one flipped split
+# moves the importance matrix by ~1e-3. Measured: 2.2e-5 between the stacks, 2.1e-3 under Eigen's
+# kernels (TF_ENABLE_ONEDNN_OPTS=0). Chosen above that, not derived: a bound for trees would need
+# their split margins.
+SCORE_ATOL_OF = {"dci": 5e-3}
 
 
 @pytest.fixture(scope="module")
@@ -57,4 +63,5 @@ def test_stock_postprocess_and_evaluate_give_the_pinned_stacks_scores(vectors, t
     _assert_close_to_scale(value, expected[f"postprocessed/{name}"], f"postprocessed/{name}")
   scores = stack_vectors.score(postprocessed, str(tmp_path / "metrics"), env)
   for name, value in made["scores"].items():
-    assert abs(scores[name] - value) <= SCORE_ATOL, (name, scores[name], value)
+    assert abs(scores[name] - value) <= SCORE_ATOL_OF.get(name, SCORE_ATOL), (
+        name, scores[name], value)

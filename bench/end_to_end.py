@@ -324,13 +324,16 @@ def measure(setting, args):
   ratios = {run: [] for run in runs}
   rates = {run: [] for run in runs}
   step_rates = []
+  shipped_windows = []  # each shipped run's (step, images/s) windows, to see where time goes
   try:
     worker.ask(f"run {args.warmup_steps}")
     for _ in range(args.rounds):
       before = args.step_steps * args.batch / worker.ask(f"run {args.step_steps}")
       for run in runs:
-        rate, _ = end_to_end(setting, args.batch, args.steps, args.data_dir, args.work_dir, run,
-                             args.log_every)
+        rate, windows = end_to_end(setting, args.batch, args.steps, args.data_dir,
+                                   args.work_dir, run, args.log_every)
+        if run is None:
+          shipped_windows.append([[step, round(images, 1)] for step, images in windows])
         after = args.step_steps * args.batch / worker.ask(f"run {args.step_steps}")
         step_rate = (before + after) / 2
         rates[run].append(rate)
@@ -342,7 +345,9 @@ def measure(setting, args):
   result = dict(end_to_end_vs_step=statistics.median(ratios[None]),
                 end_to_end_vs_step_rounds=ratios[None],
                 end_to_end_images_per_s=statistics.median(rates[None]),
-                step_images_per_s=statistics.median(step_rates))
+                step_images_per_s=statistics.median(step_rates),
+                step_images_per_s_rounds=step_rates[::len(runs)],
+                end_to_end_windows=shipped_windows)
   if args.without:
     result["without"] = {f: dict(vs_step=statistics.median(ratios[f]), rounds=ratios[f],
                                  images_per_s=statistics.median(rates[f]))

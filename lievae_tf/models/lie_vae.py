@@ -178,8 +178,8 @@ class LieGroupVAE(base.GaussianEncoderVAE):
       logits = self.decode(group_feats_e if use_eg_path else group_feats_g)
     else:
       # One decoder pass on the chosen features; the other gets an exact zero gradient, as the
-      # untaken branch of a cond would. A select, not a `tf.cond`: XLA:CPU ran the cond's
-      # convolutions ~10x slower, and on a GPU a cond makes the host read its predicate.
+      # untaken branch of a cond would. A select, not a `tf.cond`: compiled by XLA:CPU, a cond
+      # made the step ~8x slower, and on a GPU a cond makes the host read its predicate.
       logits = self.decode(tf.where(use_eg_path, group_feats_e, group_feats_g))
     recon_loss = base.reconstruction_loss(images, logits, self.recons_loss_type)
 

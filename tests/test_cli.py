@@ -123,8 +123,9 @@ def test_malformed_tf_config_is_named(tmp_path):
 
 def test_bfloat16_on_a_cpu_without_bfloat16_convolutions_is_named_before_model_dir(tmp_path):
   # Every x86 CPU's oneDNN is held to AVX2 by this variable: no bfloat16 convolution there (with
-  # oneDNN on: Eigen's kernels, TF_ENABLE_ONEDNN_OPTS=0, have one).
-  env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2", TF_ENABLE_ONEDNN_OPTS="1")
+  # oneDNN on: Eigen's kernels, TF_ENABLE_ONEDNN_OPTS=0, have one). A GPU, which has one, hidden.
+  env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2", TF_ENABLE_ONEDNN_OPTS="1",
+             CUDA_VISIBLE_DEVICES="")
   result = command("lievae_train", *train_args(str(tmp_path / "m"),
                                                "training.precision = 'mixed_bfloat16'"), env=env)
   _assert_clean_error(result, "training.precision = 'mixed_bfloat16' cannot run on CPU:0",

@@ -72,11 +72,11 @@ def precision_problem(precision, strategy=None):
       detail = words.group(1) if words else error.message.strip().splitlines()[0][:200]
       isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
       limit = f" (ONEDNN_MAX_CPU_ISA={isa} is set)" if isa else ""
+      why_cpu = ("On CPUs, TensorFlow's oneDNN kernels compute bfloat16 convolutions only with "
+                 "AVX-512 (best with AVX512_BF16). " if "CPU" in device.upper() else "")
       return (f"training.precision = 'mixed_bfloat16' cannot run on {_describe(device, {})}"
-              f"{limit}: a bfloat16 convolution failed there ({detail}). On CPUs, TensorFlow's "
-              "oneDNN kernels compute bfloat16 convolutions only with AVX-512 (best with "
-              "AVX512_BF16). Train with training.precision = 'float32' (the default) on this "
-              "machine")
+              f"{limit}: a bfloat16 convolution failed there ({detail}). {why_cpu}Train with "
+              "training.precision = 'float32' (the default) on this machine")
   return None
 
 

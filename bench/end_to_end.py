@@ -14,9 +14,13 @@ and the pictures of step 1,000 included (the default --steps 1,100 reaches them)
 
 The bare step: the same model (the gin file's settings) with Keras' Adam and zero biases, trained by
 Keras `fit` from the real input pipeline in uniform order, without any callback but a clock, in a
-warm worker process. It is timed just before and just after every end-to-end run, and each run's
-ratio is to the mean of the two, so that load from elsewhere on the machine hits both alike; the
-medians of the rounds are reported.
+warm worker process. It runs *during* each end-to-end run, in time slices: the bench lets
+`lievae_train` run for `--slice_seconds`, stops it (SIGSTOP), times the bare step for about as long,
+lets `lievae_train` go on (SIGCONT), and so on, so the two never compute at once and load from
+elsewhere on the machine, which drifts 10-30 % over a minute here, hits both alike. A logged window
+of `lievae_train` then spans its own work and the pauses inside it; the bench knows each pause and
+takes it out (the window's end is its TensorBoard event's wall time). The ratio of a run is its
+images/s after warm-up to the bare step's over the same span; the medians of the rounds are reported.
 
 `--without`: end-to-end runs with one feature of the shipped configuration switched off each (gin
 bindings where a gin option exists; otherwise the callback is left out by a runner that starts
@@ -28,6 +32,7 @@ import glob
 import json
 import os
 import runpy
+import signal
 import statistics
 import subprocess
 import sys
@@ -239,7 +244,6 @@ def micro_costs(setting, batch, data_dir):
 
 
 # End to end.
-# End to end.
 
 
 def runner(replaced, argv):
@@ -269,17 +273,33 @@ def runner(replaced, argv):
 
 
 def read_images_per_second(model_dir):
-  """(images/s over every logged window after the first, [(step, images/s) of each window])."""
+  """[(step, images/s, wall time of the event)] of each logged window, in order."""
   from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from lievae_tf.keras2 import keras  # pylint: disable=g-import-not-at-top
   (events,) = glob.glob(os.path.join(model_dir, "logs", "train", "events.*"))
   accumulator = event_accumulator.EventAccumulator(
       events, size_guidance={event_accumulator.TENSORS: 0})
   accumulator.Reload()
-  windows = [(e.step, float(tf.make_ndarray(e.tensor_proto)))
-             for e in accumulator.Tensors("images_per_second")]
-  return windows
+  return [(e.step, float(tf.make_ndarray(e.tensor_proto)), e.wall_time)
+          for e in accumulator.Tensors("images_per_second")]
+
+
+def _overlap(begin, end, intervals):
+  return sum(max(0.0, min(end, b) - max(begin, a)) for a, b in intervals)
+
+
+def active_rates(windows, first_step, batch, pauses):
+  """Each logged window's images/s with the bench's pauses inside it taken out.
+
+  A window's rate was logged over its wall-clock seconds, which ended at its event's wall time;
+  `pauses` are the (stopped, continued) wall times of the run. Returns [(step, images/s)]."""
+  rates, previous = [], first_step
+  for step, rate, wall_time in windows:
+    seconds = (step - previous) * batch / rate
+    active = seconds - _overlap(wall_time - seconds, wall_time, pauses)
+    rates.append((step, (step - previous) * batch / active))
+    previous = step
+  return rates
 
 
 def after_warm_up(windows, first_step):
@@ -291,15 +311,57 @@ def after_warm_up(windows, first_step):
   return sum(n for n, _ in timed) / seconds
 
 
-def end_to_end(setting, batch, steps, data_dir, work_dir, feature=None, log_every=None):
-  """One `lievae_train` run; returns its images/s after warm-up and its windows."""
-  model_dir = tempfile.mkdtemp(prefix=f"{setting}_{feature or 'shipped'}_", dir=work_dir)
-  bindings = [f"model.training_steps = {steps}", f"model.batch_size = {batch}",
+def bare_rate_between(slices, begin, end, batch):
+  """The bare step's images/s over its slices inside [begin, end] (wall times)."""
+  inside = [(n, seconds) for started, ended, n, seconds in slices
+            if started >= begin and ended <= end]
+  if not inside:  # a run too short for a whole slice in its timed span (tests): all of them
+    inside = [(n, seconds) for _, _, n, seconds in slices]
+  return sum(n for n, _ in inside) * batch / sum(seconds for _, seconds in inside)
+
+
+def run_sliced(command, env, worker, slice_seconds, slice_steps):
+  """Runs `command`, stopping it every `slice_seconds` while `worker` times `slice_steps` bare
+  steps. Returns (pauses [(stopped, continued)], bare slices [(started, ended, steps, seconds)])."""
+  log = tempfile.TemporaryFile("w+")
+  process = subprocess.Popen(command, stdout=log, stderr=log, text=True, env=env,
+                             start_new_session=True)  # its own group: every thread stops
+  pauses, slices = [], []
+  try:
+    while True:
+      try:
+        process.wait(timeout=slice_seconds)
+        break
+      except subprocess.TimeoutExpired:
+        pass
+      os.killpg(process.pid, signal.SIGSTOP)
+      stopped = time.time()
+      seconds = worker.ask(f"run {slice_steps}")
+      slices.append((stopped, time.time(), slice_steps, seconds))
+      os.killpg(process.pid, signal.SIGCONT)
+      pauses.append((stopped, time.time()))
+  finally:
+    if process.poll() is None:
+      os.killpg(process.pid, signal.SIGCONT)
+      process.kill()
+      process.wait()
+  if process.returncode:
+    log.seek(0)
+    raise RuntimeError(f"{' '.join(command)} failed: {log.read()[-3000:]}")
+  log.close()
+  return pauses, slices
+
+
+def end_to_end(setting, args, worker, slice_steps, feature=None):
+  """One `lievae_train` run beside the bare step; returns (its images/s after warm-up, the bare
+  step's over the same span, its windows [(step, images/s)] with the pauses taken out)."""
+  model_dir = tempfile.mkdtemp(prefix=f"{setting}_{feature or 'shipped'}_", dir=args.work_dir)
+  bindings = [f"model.training_steps = {args.steps}", f"model.batch_size = {args.batch}",
               "model.eval_steps = 1"]
   spec = FEATURES.get(feature, {})
-  if log_every:
-    bindings.append(f"training.log_every = {log_every}")
-  bindings += [b.format(steps=steps) for b in spec.get("bindings", [])]
+  if args.log_every:
+    bindings.append(f"training.log_every = {args.log_every}")
+  bindings += [b.format(steps=args.steps) for b in spec.get("bindings", [])]
   argv = [f"--model_dir={model_dir}",
           f"--gin_config={os.path.join(REPO, 'gin_configs', SETTINGS[setting]['gin'])}"]
   argv += [f"--gin_bindings={b}" for b in bindings]
@@ -308,17 +370,17 @@ def end_to_end(setting, batch, steps, data_dir, work_dir, feature=None, log_ever
                ",".join(spec["callbacks"]), "--"] + argv
   else:
     command = [sys.executable, LIEVAE_TRAIN] + argv
-  result = subprocess.run(command, capture_output=True, text=True, check=False,
-                          env={**os.environ, "DISENTANGLEMENT_LIB_DATA": data_dir})
-  if result.returncode:
-    raise RuntimeError(f"{' '.join(command)} failed: {result.stderr[-3000:]}")
-  windows = read_images_per_second(model_dir)
-  # The first window starts after step 1 (the tracing step).
-  return after_warm_up(windows, 1), windows
+  pauses, slices = run_sliced(command, {**os.environ, "DISENTANGLEMENT_LIB_DATA": args.data_dir},
+                              worker, args.slice_seconds, slice_steps)
+  logged = read_images_per_second(model_dir)
+  windows = active_rates(logged, 1, args.batch, pauses)  # the first window starts after step 1
+  # The timed span: from the end of the warm-up window to the last logged window.
+  bare = bare_rate_between(slices, logged[0][2], logged[-1][2], args.batch)
+  return after_warm_up(windows, 1), bare, windows
 
 
 def measure(setting, args):
-  """Rounds of [step, end to end, step, end to end without f1, step, ...]."""
+  """Rounds of [end to end, end to end without f1, ...], each beside the bare step."""
   worker = StepWorker(setting, args.batch, args.data_dir)
   runs = [None] + args.without
   ratios = {run: [] for run in runs}
@@ -326,27 +388,24 @@ def measure(setting, args):
   step_rates = []
   shipped_windows = []  # each shipped run's (step, images/s) windows, to see where time goes
   try:
-    worker.ask(f"run {args.warmup_steps}")
+    worker.ask(f"run {args.warmup_steps}")  # tracing
+    seconds = worker.ask(f"run {args.warmup_steps}")
+    slice_steps = max(1, round(args.slice_seconds * args.warmup_steps / seconds))
     for _ in range(args.rounds):
-      before = args.step_steps * args.batch / worker.ask(f"run {args.step_steps}")
       for run in runs:
-        rate, windows = end_to_end(setting, args.batch, args.steps, args.data_dir,
-                                   args.work_dir, run, args.log_every)
+        rate, step_rate, windows = end_to_end(setting, args, worker, slice_steps, run)
         if run is None:
           shipped_windows.append([[step, round(images, 1)] for step, images in windows])
-        after = args.step_steps * args.batch / worker.ask(f"run {args.step_steps}")
-        step_rate = (before + after) / 2
+          step_rates.append(step_rate)
         rates[run].append(rate)
         ratios[run].append(rate / step_rate)
-        step_rates.append(step_rate)
-        before = after
   finally:
     worker.close()
   result = dict(end_to_end_vs_step=statistics.median(ratios[None]),
                 end_to_end_vs_step_rounds=ratios[None],
                 end_to_end_images_per_s=statistics.median(rates[None]),
                 step_images_per_s=statistics.median(step_rates),
-                step_images_per_s_rounds=step_rates[::len(runs)],
+                step_images_per_s_rounds=step_rates,
                 end_to_end_windows=shipped_windows)
   if args.without:
     result["without"] = {f: dict(vs_step=statistics.median(ratios[f]), rounds=ratios[f],
@@ -394,8 +453,9 @@ def main():
   parser.add_argument("--steps", type=int, default=1100,
                       help="steps of each lievae_train run (1,100 reaches the default "
                       "checkpoint and pictures of step 1,000)")
-  parser.add_argument("--step_steps", type=int, default=200,
-                      help="bare steps timed before and after each run")
+  parser.add_argument("--slice_seconds", type=float, default=2.0,
+                      help="lievae_train runs this long between two slices of the bare step "
+                      "(which is given about as long)")
   parser.add_argument("--warmup_steps", type=int, default=10)
   parser.add_argument("--log_every", type=int,
                       help="training.log_every of the runs (default: the gin files', 100)")
@@ -449,8 +509,8 @@ def main():
   if args.json:
     print(json.dumps(everything))
   elif "end_to_end" in parts:
-    print(f"\n{args.rounds} rounds; every ratio is to the bare step timed ({args.step_steps} "
-          "steps) just before and after the same run.")
+    print(f"\n{args.rounds} rounds; every ratio is to the bare step timed in slices of "
+          f"~{args.slice_seconds:g} s between slices of the same run.")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 import conftest
 
 
@@ -55,7 +57,7 @@ def test_end_to_end_json_has_both_settings_and_the_runs_own_rates(tmp_path):
   # 5 steps logged every 2 (the first window, the warm-up, is left out): the figures are not
   # asserted, only that both settings and a run with a callback left out (the runner) report.
   result = subprocess.run(
-      [sys.executable, script, "--json", "--batch", "8", "--steps", "5", "--step_steps", "2",
+      [sys.executable, script, "--json", "--batch", "8", "--steps", "5", "--slice_seconds", "5",
        "--warmup_steps", "1", "--rounds", "1", "--without", "progress_bar",
        "--log_every", "2", "--data_dir", str(tmp_path)],
       capture_output=True, text=True, timeout=900, check=False)
@@ -67,6 +69,24 @@ def test_end_to_end_json_has_both_settings_and_the_runs_own_rates(tmp_path):
     assert setting["end_to_end_images_per_s"] > 0 and setting["step_images_per_s"] > 0
     assert set(setting["without"]) == {"progress_bar"}
     assert all(run["vs_step"] > 0 for run in setting["without"].values())
+
+
+def test_end_to_end_takes_its_pauses_out_of_each_logged_window():
+  """A pause across a window boundary counts against both windows, each by its own part."""
+  sys.path.insert(0, os.path.join(conftest.REPO, "bench"))
+  try:
+    import end_to_end  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  finally:
+    sys.path.pop(0)
+  # Batch 10, steps 1 -> 11 -> 21: 100 images a window. Logged over 1.5 s (ending at wall time
+  # 101) and 3 s (ending at 104); the bench paused the run from 100.5 to 101.5.
+  windows = [(11, 100 / 1.5, 101.0), (21, 100 / 3.0, 104.0)]
+  rates = end_to_end.active_rates(windows, 1, 10, [(100.5, 101.5)])
+  assert [step for step, _ in rates] == [11, 21]
+  assert [rate for _, rate in rates] == pytest.approx([100 / 1.0, 100 / 2.5], rel=1e-12)
+  # Bare slices outside the timed span are not counted.
+  slices = [(90.0, 91.0, 5, 0.5), (101.6, 102.0, 5, 0.25), (102.1, 102.5, 5, 0.25)]
+  assert end_to_end.bare_rate_between(slices, 101.0, 104.0, 10) == pytest.approx(100 / 0.5)
 
 
 def test_representation_throughput_json_line_has_the_frozen_and_stock_hub_ratios(

@@ -317,6 +317,9 @@ def bare_rate_between(slices, begin, end, batch):
             if started >= begin and ended <= end]
   if not inside:  # a run too short for a whole slice in its timed span (tests): all of them
     inside = [(n, seconds) for _, _, n, seconds in slices]
+  if not inside:
+    raise RuntimeError("the lievae_train run ended before the first slice of the bare step: "
+                       "lower --slice_seconds or raise --steps")
   return sum(n for n, _ in inside) * batch / sum(seconds for _, seconds in inside)
 
 

@@ -1,8 +1,9 @@
 """scripts/setup_env.sh: which stack and TensorFlow build it picks, and the Python preflight.
 
-It runs in a copy of the files it reads, with stand-ins for `nvidia-smi` and for interpreters on
-PATH; `--plan` prints its choices without installing, and the preflight stops before any venv is
-made, so no test here builds an environment or needs the network.
+It runs in a copy of the files it reads, with stand-ins for `nvidia-smi` and for the interpreters
+on PATH (the machine's own interpreters are never on its PATH, so no test depends on which Pythons
+this machine has); `--plan` prints its choices without installing, and the preflight stops before
+any venv is made, so no test here builds an environment or needs the network.
 """
 
 import os
@@ -50,8 +51,8 @@ def setup_env(root, *args, path=None, **env):
                         capture_output=True, text=True, timeout=120)
 
 
-def plan(root, **env):
-  result = setup_env(root, "--plan", **env)
+def plan(root, path=None, **env):
+  result = setup_env(root, "--plan", path=path, **env)
   assert result.returncode == 0, result.stderr
   assert not (root / ".venv").exists()
   return result.stderr
@@ -61,21 +62,27 @@ def nvidia_smi(root, body):
   _executable(root.parent / "stand_ins" / "nvidia-smi", body)
 
 
-def test_gpu_build_when_nvidia_smi_lists_gpus(tree):
+def test_gpu_build_when_nvidia_smi_lists_gpus(tree, tmp_path):
+  tools = _tools_and_pythons(tmp_path, "3.13", "3.11")
   nvidia_smi(tree, "echo 'GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-0)'\n"
                    "echo 'GPU 1: NVIDIA A100-SXM4-40GB (UUID: GPU-1)'")
-  out = plan(tree)
+  out = plan(tree, path=tools)
   assert "TensorFlow build: gpu (nvidia-smi -L lists 2 GPU(s)" in out
+  assert "pip install -r requirements-current-gpu.txt\n" in out
+  assert "pip install -e .[test]\n" in out
+  out = plan(tree, path=tools, LIEVAE_TF_STACK="pinned")
   assert "pip install -r requirements-gpu.txt\n" in out
-  assert "pip install -e .[test,torch]\n" in out
 
 
-def test_cpu_build_when_nvidia_smi_finds_no_driver(tree):
+def test_cpu_build_when_nvidia_smi_finds_no_driver(tree, tmp_path):
+  tools = _tools_and_pythons(tmp_path, "3.13", "3.11")
   nvidia_smi(tree, NO_DRIVER)
-  out = plan(tree)
+  out = plan(tree, path=tools)
   assert "TensorFlow build: cpu (no GPU listed by nvidia-smi -L" in out
+  assert "pip install -r requirements-current.txt\n" in out
+  assert "pip install -e .[test]\n" in out
+  out = plan(tree, path=tools, LIEVAE_TF_STACK="pinned")
   assert "pip install -r requirements.txt\n" in out
-  assert "pip install -e .[test,torch]\n" in out
 
 
 def test_override_wins_and_the_stamp_names_the_build(tree):
@@ -118,11 +125,21 @@ def test_unknown_build_is_one_line(tree):
 def _tools_without_python(tmp_path):
   """A PATH of the commands setup_env.sh uses and no interpreter."""
   tools = tmp_path / "tools"
-  tools.mkdir()
-  for name in ["bash", "cat", "cut", "dirname", "find", "grep", "sha256sum", "sort", "tail",
+  tools.mkdir(exist_ok=True)
+  for name in ["bash", "cat", "cut", "dirname", "find", "grep", "sed", "sha256sum", "sort", "tail",
                "timeout", "xargs"]:
-    os.symlink(shutil.which(name), tools / name)
+    if not (tools / name).exists():
+      os.symlink(shutil.which(name), tools / name)
   return str(tools)
+
+
+def _tools_and_pythons(tmp_path, python3_version, *other_versions):
+  """That PATH with stand-ins: python3 answering as `python3_version` (and python3.X as itself),
+  and a python3.Y for each of `other_versions`; returns the PATH."""
+  for version in (python3_version, *other_versions):
+    _executable(tmp_path / "stand_ins" / f"python{version}", f"echo {version}")
+  _executable(tmp_path / "stand_ins" / "python3", f"echo {python3_version}")
+  return _tools_without_python(tmp_path)
 
 
 def _only_python(tmp_path, version):
@@ -139,8 +156,8 @@ def test_only_python_313_gets_the_current_stack(tree, tmp_path):
   tools = _tools_without_python(tmp_path)
   result = setup_env(tree, "--plan", path=tools)
   assert result.returncode == 0, result.stderr
-  assert "Python: python3 (3.13)" in result.stderr
-  assert "stack: current (from Python 3.13" in result.stderr
+  assert "Python: python3.13 (3.13; the newest Python on PATH" in result.stderr
+  assert "stack: current (the default" in result.stderr
   assert "pip install -r requirements-current.txt\n" in result.stderr
   # tf-keras and hub name `tensorflow`: with their deps pip would add TF's CUDA wheel to tensorflow-cpu.
   assert "pip install --no-deps -r requirements-current-nodeps.txt\n" in result.stderr
@@ -176,19 +193,85 @@ def test_python_and_stack_variables_are_checked(tree, tmp_path):
   result = setup_env(tree, PYTHON="python3.99-missing")
   assert result.returncode == 1 and result.stderr.count("\n") == 1
   assert "PYTHON=python3.99-missing is not an interpreter" in result.stderr
-  pinned_plan = plan(tree, PYTHON="python3.11")
-  assert "stack: pinned (from Python 3.11" in pinned_plan
+  pinned_plan = plan(tree, PYTHON="python3.11", LIEVAE_TF_STACK="pinned")
+  assert "stack: pinned (LIEVAE_TF_STACK=pinned)" in pinned_plan
   assert "requirements-current-nodeps.txt" not in pinned_plan
-  assert "stack: current (from Python 3.13" in plan(tree, PYTHON="python3.13")
-  current_on_311 = plan(tree, PYTHON="python3.11", LIEVAE_TF_STACK="current")
-  assert "stack: current (LIEVAE_TF_STACK=current" in current_on_311
+  assert "stack: current (the default" in plan(tree, PYTHON="python3.13")
+  current_on_311 = plan(tree, PYTHON="python3.11")  # the default on every Python 3.10+
+  assert "Python: python3.11 (3.11; PYTHON=python3.11)" in current_on_311
+  assert "stack: current (the default" in current_on_311
   assert "pip install -r requirements-current.txt\n" in current_on_311
   result = setup_env(tree, "--plan", PYTHON="python3.13", LIEVAE_TF_STACK="pinned")
   assert result.returncode == 1 and result.stderr.count("\n") == 1
   assert "it needs Python 3.9-3.11 (the pinned stack, TF 2.15)" in result.stderr
+  assert "pyenv install 3.11" in result.stderr  # a Python that stack can use
   result = setup_env(tree, "--plan", LIEVAE_TF_STACK="latest")
   assert result.returncode == 1 and result.stderr.count("\n") == 1
   assert "LIEVAE_TF_STACK=latest is neither pinned nor current" in result.stderr
+
+
+def test_the_current_stack_on_the_newest_python_beside_an_older_one(tree, tmp_path):
+  """A machine whose python3 is 3.13 and which also has 3.11 and 3.12: the current stack, on 3.13;
+  the pinned stack only when asked for, on the newest Python it supports."""
+  nvidia_smi(tree, NO_DRIVER)
+  tools = _tools_and_pythons(tmp_path, "3.13", "3.11", "3.12")
+  out = plan(tree, path=tools)
+  assert "Python: python3.13 (3.13; the newest Python on PATH that the current stack" in out
+  assert "stack: current (the default; LIEVAE_TF_STACK=pinned gives TF 2.15" in out
+  assert "pip install -r requirements-current.txt\n" in out
+  out = plan(tree, path=tools, LIEVAE_TF_STACK="pinned")
+  assert "Python: python3.11 (3.11; the newest Python on PATH that the pinned stack" in out
+  assert "stack: pinned (LIEVAE_TF_STACK=pinned)" in out
+  assert "pip install -r requirements.txt\n" in out
+
+
+def test_a_python_that_is_not_what_its_name_says_is_passed_over(tree, tmp_path):
+  nvidia_smi(tree, NO_DRIVER)
+  tools = _tools_and_pythons(tmp_path, "3.12", "3.11")
+  _executable(tmp_path / "stand_ins" / "python3.13", "exit 1")  # a broken 3.13
+  out = plan(tree, path=tools)
+  assert "Python: python3.12 (3.12; the newest" in out
+
+
+def test_only_python_39_gets_the_pinned_stack_and_says_why(tree, tmp_path):
+  nvidia_smi(tree, NO_DRIVER)
+  out = plan(tree, path=_tools_and_pythons(tmp_path, "3.9"))
+  assert "Python: python3.9 (3.9; the newest" in out
+  assert "stack: pinned (Python 3.9: the current stack needs 3.10+)" in out
+
+
+def _fake_venv(tree, version, stack):
+  venv = tree / ".venv"
+  (venv / "bin").mkdir(parents=True)
+  _executable(venv / "bin" / "python", f"echo {version}")
+  (venv / ".lievae_tf_stack").write_text(f"{stack}\n")
+  (venv / ".lievae_tf_build").write_text("cpu\n")
+  return venv
+
+
+def test_a_pinned_venv_of_the_old_default_is_rebuilt_as_the_current_stack(tree, tmp_path):
+  nvidia_smi(tree, NO_DRIVER)
+  tools = _tools_and_pythons(tmp_path, "3.11")
+  _fake_venv(tree, "3.11", "pinned")
+  out = setup_env(tree, "--plan", path=tools).stderr
+  assert ("setup_env: .venv: recreate (it holds the pinned stack, the old default on Python 3.11: "
+          "the default is now the current stack; LIEVAE_TF_STACK=pinned keeps the pinned one)"
+          in out), out
+  assert "pip install -r requirements-current.txt\n" in out
+  kept = setup_env(tree, "--plan", path=tools, LIEVAE_TF_STACK="pinned").stderr
+  assert "setup_env: .venv: refresh\n" in kept, kept
+  assert "pip install -r requirements.txt\n" in kept
+
+
+def test_torch_is_installed_as_its_cpu_build_only(tree, tmp_path):
+  """Plain `torch` from PyPI is a CUDA build of several GB: only the `+cpu` build, where pip
+  finds it, on either stack."""
+  nvidia_smi(tree, NO_DRIVER)
+  tools = _tools_and_pythons(tmp_path, "3.13", "3.11")
+  for stack in ("current", "pinned"):
+    out = plan(tree, path=tools, LIEVAE_TF_STACK=stack)
+    assert "pip install --only-binary=:all: torch==2.13.0+cpu (if pip finds it" in out
+    assert "torch,\n" not in out and "[test,torch]" not in out
 
 
 def test_one_tensorflow_release_for_both_builds():

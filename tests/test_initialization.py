@@ -14,11 +14,15 @@ import numpy as np
 import pytest
 import scipy.stats
 import tensorflow as tf
-import torch
 
 from lievae_tf import models
 from lievae_tf.interop import torch_import
 from lievae_tf.keras2 import keras
+
+import conftest  # pylint: disable=g-bad-import-order
+
+pytestmark = pytest.mark.torch
+torch = conftest.import_torch()
 
 KS_P_VALUE = 1e-3  # the draws are seeded: no flakiness, only a margin against a wrong rule
 

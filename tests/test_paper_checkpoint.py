@@ -43,6 +43,11 @@ import tensorflow_hub as hub
 from lievae_tf.interop import torch_import
 from lievae_tf.models import lie_group
 
+import conftest  # pylint: disable=g-bad-import-order
+
+pytestmark = pytest.mark.torch
+torch = conftest.import_torch()
+
 tf1 = tf.compat.v1
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")

@@ -15,13 +15,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_hub as hub
-import torch
 
 from conftest import command
-import torch_reference
 from lievae_tf.evaluation import registry
 from lievae_tf.interop import torch_import
 from lievae_tf.errors import UserError
+
+import conftest  # pylint: disable=g-bad-import-order
+
+pytestmark = pytest.mark.torch
+torch = conftest.import_torch()
+import torch_reference  # pylint: disable=g-import-not-at-top,g-bad-import-order (needs torch)
 
 tf1 = tf.compat.v1
 

@@ -11,12 +11,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_hub as hub
-import torch
 
-import torch_reference
 from lievae_tf.interop import torch_import
 from lievae_tf.models import lie_group
 from lievae_tf import training
+
+import conftest  # pylint: disable=g-bad-import-order
+
+pytestmark = pytest.mark.torch
+torch = conftest.import_torch()
+import torch_reference  # pylint: disable=g-import-not-at-top,g-bad-import-order (needs torch)
 
 tf1 = tf.compat.v1
 RTOL = 1e-5

@@ -33,6 +33,8 @@ Sides:
   lievae_xla_tf_expm   `training.jit_compile = True` with the default expm: refused (a UserError)
   lievae_bf16          lievae with `training.precision = 'mixed_bfloat16'` (opt-in)
   lievae_bf16_fixed_expm, lievae_bf16_xla: the same two expm settings under mixed_bfloat16
+  lievae_bf16_onednn_off  mixed_bfloat16 on TF's fallback kernels (what a CPU without AVX-512 runs);
+                       beside lievae_onednn_off, its float32 counterpart
 
 FLOPs per step are counted by torch's FlopCounterMode on the reference model (forward + backward of
 the step's arithmetic; lievae computes the same arithmetic as `paper_one_decode`), and set against a
@@ -68,6 +70,8 @@ SIDES = {
     "lievae_inter_op_1": ("lievae", {}, {"inter_op": 1}),
     "lievae_onednn_off": ("lievae", {"TF_ENABLE_ONEDNN_OPTS": "0"}, {}),
     "lievae_bf16": ("lievae", {}, {"precision": "mixed_bfloat16"}),
+    "lievae_bf16_onednn_off": ("lievae", {"TF_ENABLE_ONEDNN_OPTS": "0"},
+                               {"precision": "mixed_bfloat16"}),
     "lievae_bf16_fixed_expm": ("lievae", {}, {"precision": "mixed_bfloat16", "expm": "fixed"}),
     "lievae_bf16_xla": ("lievae", {}, {"precision": "mixed_bfloat16", "expm": "fixed",
                                        "jit_compile": True}),
@@ -204,7 +208,11 @@ def lievae_worker(setting, batch, data_dir, jit_compile=False, inter_op=None,
       timings[f"norm_{norm:g}"] = 1e3 * statistics.median(durations)
     return timings
 
-  serve(run, lambda: _matmul_peak(lambda n: matmuls(tf.constant(n)).numpy()), expm=expm_ms)
+  # What lievae_train's device line says: oneDNN's bfloat16 kernels or the slow fallback.
+  facts = ({"bfloat16_kernels": devices.bfloat16_kernels(strategy)}
+           if precision == "mixed_bfloat16" else {})
+  serve(run, lambda: _matmul_peak(lambda n: matmuls(tf.constant(n)).numpy()), expm=expm_ms,
+        facts=facts)
 
 
 def paper_worker(setting, batch, data_dir, one_decode=False):
@@ -271,9 +279,10 @@ def _gin_model_config(setting):
   return config
 
 
-def serve(run, peak, flops=None, expm=None):
-  """Answers the coordinator's commands, one reply line each, until `quit`."""
-  _reply("ready")
+def serve(run, peak, flops=None, expm=None, facts=None):
+  """Says `ready` with the side's `facts` (a dict, e.g. which kernels), then answers the
+  coordinator's commands, one reply line each, until `quit`."""
+  _reply(dict(ready=True, **(facts or {})))
   for line in sys.stdin:
     command, *args = line.split()
     if command == "quit":
@@ -340,10 +349,12 @@ def measure(setting, batch, sides, args):
   started = [Worker(side, setting, batch, args.data_dir) for side in sides]
   workers = list(started)
   failed = {}
+  facts = {}
   try:
     for worker in list(workers):
       try:
-        worker.ask()  # "ready": its model is built
+        facts[worker.side] = worker.ask()  # "ready": its model is built
+        facts[worker.side].pop("ready")
         worker.ask(f"run {args.warmup_steps}")
       except WorkerDied as e:  # e.g. a lever that does not compile: report it, go on
         failed[worker.side] = dict(failed=str(e)[:300])
@@ -354,7 +365,8 @@ def measure(setting, batch, sides, args):
       for worker in workers:
         rates[worker.side].append(steps * batch / worker.ask(f"run {steps}"))
     results = {side: dict(images_per_s=statistics.median(r), min=min(r), max=max(r),
-                          rounds=len(r), steps_per_round=steps) for side, r in rates.items()}
+                          rounds=len(r), steps_per_round=steps, **facts[side])
+               for side, r in rates.items()}
     if args.flops:
       for worker in workers:
         results[worker.side]["matmul_peak_gflops"] = worker.ask("peak")
@@ -388,8 +400,9 @@ def print_table(setting, batch, results, baseline):
     ratio = f"{r['images_per_s'] / base:.2f}x" if base else "-"
     flops = (f"{r['gflop_per_step']:10.1f} {r['gflops']:8.1f} {r['gflops'] / peak:7.0%}"
              if "gflops" in r and peak else f"{'-':>10s} {'-':>8s} {'-':>7s}")
+    kernels = f"  (bfloat16 on {r['bfloat16_kernels']} kernels)" if "bfloat16_kernels" in r else ""
     print(f"  {side:22s} {r['images_per_s']:12.0f} {r['min']:7.0f} {r['max']:7.0f} {ratio:>14s} "
-          f"{flops}")
+          f"{flops}{kernels}")
   for side, r in results.items():
     if "expm_ms" in r:
       step_ms = 1e3 * batch / r["images_per_s"]
@@ -459,7 +472,8 @@ def main():
         result = next(iter(everything[setting].values()))[side]
         if "failed" in result:  # e.g. bfloat16 where the CPU has no bfloat16 convolution
           return {"failed": result["failed"]}
-        return {"images_per_s": round(result["images_per_s"], 1)}
+        kernels = {k: result[k] for k in ("bfloat16_kernels",) if k in result}
+        return {"images_per_s": round(result["images_per_s"], 1), **kernels}
       if len(sides) == 1:  # {setting: {images_per_s}}
         print(json.dumps({s: images_per_s(s, sides[0]) for s in settings}))
       else:  # {side: {setting: {images_per_s}}}, sides measured in the same interleaved rounds

@@ -2,6 +2,7 @@
 
 import glob
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ import tensorflow as tf
 
 import conftest
 from conftest import command, train_args
+import machine
 
 
 def _assert_clean_error(result, *words):
@@ -121,17 +123,43 @@ def test_malformed_tf_config_is_named(tmp_path):
   assert not os.path.exists(tmp_path / "m")
 
 
-def test_bfloat16_on_a_cpu_without_bfloat16_convolutions_is_named_before_model_dir(tmp_path):
-  # Every x86 CPU's oneDNN is held to AVX2 by this variable: no bfloat16 convolution there (with
-  # oneDNN on: Eigen's kernels, TF_ENABLE_ONEDNN_OPTS=0, have one). A GPU, which has one, hidden.
-  env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2", TF_ENABLE_ONEDNN_OPTS="1",
-             CUDA_VISIBLE_DEVICES="")
-  result = command("lievae_train", *train_args(str(tmp_path / "m"),
+# The machine's own setting, oneDNN held to AVX2, and oneDNN off: on an AVX-512 CPU these give
+# oneDNN's kernels, a refusal and the fallback; on an AVX2-only CPU the fallback all three times.
+BFLOAT16_ENVIRONMENTS = {"as_set": {}, "onednn_avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2",
+                                                      "TF_ENABLE_ONEDNN_OPTS": "1"},
+                         "onednn_off": {"TF_ENABLE_ONEDNN_OPTS": "0"}}
+
+
+@pytest.mark.parametrize("setting", sorted(BFLOAT16_ENVIRONMENTS))
+def test_bfloat16_on_the_cpu_trains_says_how_or_is_refused_before_model_dir(tmp_path, setting):
+  # A GPU, which has bfloat16 convolutions of its own, is hidden: this is about the CPU.
+  env = dict(os.environ, CUDA_VISIBLE_DEVICES="", **BFLOAT16_ENVIRONMENTS[setting])
+  expected = machine.expected_bfloat16(env)
+  if expected is None:
+    pytest.skip("cannot tell this CPU's bfloat16 kernels apart (not x86 Linux)")
+  model_dir = tmp_path / "m"
+  result = command("lievae_train", *train_args(str(model_dir), "model.training_steps = 2",
                                                "training.precision = 'mixed_bfloat16'"), env=env)
-  _assert_clean_error(result, "training.precision = 'mixed_bfloat16' cannot run on CPU:0",
-                      "ONEDNN_MAX_CPU_ISA=AVX2", "could not create a primitive descriptor",
-                      "AVX-512", "training.precision = 'float32'")
-  assert not os.path.exists(tmp_path / "m")
+  where = machine.describe(env)
+  if expected == "refused":
+    _assert_clean_error(result, "training.precision = 'mixed_bfloat16' cannot run on CPU:0",
+                        "ONEDNN_MAX_CPU_ISA=AVX2", "could not create a primitive descriptor",
+                        "AVX-512", "training.precision = 'float32'")
+    assert not os.path.exists(model_dir)
+    return
+  assert result.returncode == 0, f"{where}: {result.stderr[-3000:]}"
+  with open(model_dir / "results" / "json" / "train_results.json") as f:
+    assert json.load(f)["bfloat16_kernels"] == expected, where
+  warnings = [l for l in result.stderr.splitlines() if "WARNING: training.precision" in l]
+  if expected == "fallback":
+    assert "mixed_bfloat16 on TensorFlow's fallback bfloat16 kernels" in result.stderr, where
+    assert len(warnings) == 1, f"{where}: {result.stderr[-3000:]}"
+    for words in ("fallback bfloat16 kernels", "slower than float32",
+                  "training.precision = 'float32'"):
+      assert words in warnings[0], warnings[0]
+  else:
+    assert "mixed_bfloat16 on oneDNN's bfloat16 kernels" in result.stderr, where
+    assert not warnings, f"{where}: {warnings}"
 
 
 def test_finished_model_dir_is_refused_untouched_then_overwritten(trained_model_dir):

@@ -1,8 +1,9 @@
 """What a run trains on: the line every run starts with, the same fields for its results, and one
 warning when the machine has NVIDIA GPUs that TensorFlow cannot see (training would silently run on
-the CPU)."""
+the CPU), or when mixed bfloat16 would run on a CPU's slow fallback kernels."""
 
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -49,10 +50,10 @@ def local_devices(strategy):
 def precision_problem(precision, strategy=None):
   """Why `precision` cannot train on this process's devices, or None if it can.
 
-  oneDNN, TF's CPU kernels, has no bfloat16 convolution below AVX-512 (e.g. AMD Zen 2/3, or any CPU
-  under ONEDNN_MAX_CPU_ISA=AVX2): the step would fail at its first batch with "could not create a
-  primitive descriptor". So a tiny bfloat16 convolution, forward and backward as the networks run
-  it, is tried on each device before anything is written.
+  TensorFlow gives bfloat16 ops to oneDNN on an AVX512F CPU; a oneDNN held below AVX-512 there
+  (ONEDNN_MAX_CPU_ISA=AVX2) has no bfloat16 convolution, and the step would fail at its first batch
+  with "could not create a primitive descriptor". So a tiny bfloat16 convolution, forward and
+  backward as the networks run it, is tried on each device before anything is written.
   """
   if precision != "mixed_bfloat16":
     return None
@@ -80,7 +81,66 @@ def precision_problem(precision, strategy=None):
   return None
 
 
-def report(strategy, global_batch_size):
+# What mixed bfloat16 costs on the fallback kernels (bench/train_throughput.py, docs/speed.md): on a
+# 2-core AMD EPYC without AVX-512 its step ran at 0.13x (dSprites) and 0.14x (3DShapes) the float32
+# step's images/s; with oneDNN off on an AVX-512 EPYC, at 0.025x (dSprites).
+FALLBACK_COST = "7-40x slower than float32 as measured (docs/speed.md)"
+
+
+def _cpu_features():
+  """{feature: bool} as NumPy's run-time dispatch reads them from cpuid; {} if it cannot say."""
+  try:
+    from numpy._core._multiarray_umath import __cpu_features__  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    try:  # NumPy 1
+      from numpy.core._multiarray_umath import __cpu_features__  # pylint: disable=g-import-not-at-top
+    except ImportError:
+      return {}
+  return dict(__cpu_features__)
+
+
+def cpu_bfloat16_fallback():
+  """Why this process's CPU bfloat16 ops run on TensorFlow's fallback kernels, or None where they
+  run on oneDNN's (or where it cannot be told: not x86).
+
+  TensorFlow's own rule (its oneDNN graph pass, IsBF16SupportedByOneDNNOnThisCPU): oneDNN's
+  bfloat16 kernels only with oneDNN on (TF_ENABLE_ONEDNN_OPTS) and an AVX512F CPU; otherwise Eigen's
+  generic kernels, which run but convert every element to float32 and back.
+  """
+  if platform.machine().lower() not in ("x86_64", "amd64"):
+    return None
+  try:
+    from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-import-not-at-top
+    onednn_on = _pywrap_util_port.IsMklEnabled()  # follows TF_ENABLE_ONEDNN_OPTS at run time
+  except (ImportError, AttributeError):
+    onednn_on = None
+  if onednn_on is False:
+    return f"oneDNN is off (TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS')})"
+  features = _cpu_features()
+  if features and not features.get("AVX512F"):
+    return "this CPU has no AVX-512"
+  return None
+
+
+def bfloat16_kernels(strategy=None):
+  """'oneDNN', 'fallback' or 'GPU': what computes this process's bfloat16 convolutions."""
+  local = local_devices(strategy or tf.distribute.get_strategy())
+  if all("GPU" in d.upper() for d in local):
+    return "GPU"
+  return "fallback" if cpu_bfloat16_fallback() else "oneDNN"
+
+
+def fallback_warning(precision, strategy=None):
+  """One line when mixed bfloat16 would train on the CPU's fallback kernels; else None."""
+  if precision != "mixed_bfloat16" or bfloat16_kernels(strategy) != "fallback":
+    return None
+  return (f"lievae_train: WARNING: training.precision = 'mixed_bfloat16' runs here on TensorFlow's "
+          f"fallback bfloat16 kernels, not oneDNN's ({cpu_bfloat16_fallback()}): {FALLBACK_COST}. "
+          "Train with training.precision = 'float32' (the default) on this machine; bfloat16 "
+          "speeds training up on a CPU with AVX-512 (oneDNN on) or a GPU.")
+
+
+def report(strategy, global_batch_size, precision="float32"):
   """This process's share of the run, as fields of `train_results.json`."""
   replicas = strategy.num_replicas_in_sync
   local = local_devices(strategy)
@@ -90,7 +150,9 @@ def report(strategy, global_batch_size):
               num_workers=max(1, replicas // max(1, len(local))),
               devices=", ".join(_describe(d, gpu_names) for d in local),
               global_batch_size=global_batch_size,
-              per_replica_batch_size=global_batch_size // replicas)
+              per_replica_batch_size=global_batch_size // replicas,
+              **({"bfloat16_kernels": bfloat16_kernels(strategy)}
+                 if precision == "mixed_bfloat16" else {}))
 
 
 def summary_line(fields):
@@ -99,9 +161,15 @@ def summary_line(fields):
   if fields["num_workers"] > 1:
     where = f"{fields['num_workers']} workers (this one: {where})"
   plural = "s" if fields["num_replicas"] > 1 else ""
+  kernels = fields.get("bfloat16_kernels")
+  how = f"; mixed_bfloat16 on {_KERNEL_WORDS[kernels]}" if kernels else ""
   return (f"lievae_train: strategy {fields['strategy']}, {fields['num_replicas']} replica{plural} "
           f"on {where}; global batch {fields['global_batch_size']} = "
-          f"{fields['per_replica_batch_size']} per replica")
+          f"{fields['per_replica_batch_size']} per replica{how}")
+
+
+_KERNEL_WORDS = {"oneDNN": "oneDNN's bfloat16 kernels", "GPU": "the GPU's bfloat16 kernels",
+                 "fallback": "TensorFlow's fallback bfloat16 kernels (slow)"}
 
 
 def nvidia_smi_gpus():
@@ -139,13 +207,13 @@ def invisible_gpu_warning():
           f"sees none, so this run trains on the CPU: {cause}.")
 
 
-def announce(strategy, global_batch_size):
+def announce(strategy, global_batch_size, precision="float32"):
   """Prints the GPU warning (once per process) and the device line; returns the report fields."""
   global _warned
   warning = None if _warned else invisible_gpu_warning()
   if warning:
     print(warning, file=sys.stderr)
     _warned = True
-  fields = report(strategy, global_batch_size)
+  fields = report(strategy, global_batch_size, precision)
   print(summary_line(fields), file=sys.stderr)
   return fields

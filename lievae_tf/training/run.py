@@ -158,10 +158,13 @@ def set_up(model_dir, overwrite, model_class, random_seed, batch_size, allow_con
   if batch_size % replicas:
     raise UserError(f"model.batch_size = {batch_size} does not split evenly over {replicas} "
                     f"replicas: use a multiple of {replicas}.")
-  devices = devices_lib.announce(strategy, batch_size)
+  devices = devices_lib.announce(strategy, batch_size, options["precision"])
   problem = devices_lib.precision_problem(options["precision"], strategy)
   if problem:  # before model_dir is touched
     raise UserError(problem + ".")
+  warning = devices_lib.fallback_warning(options["precision"], strategy)
+  if warning:  # it runs, correctly, but a user who asked for speed should hear the cost first
+    print(warning, file=sys.stderr)
   chief = strategy_lib.is_chief(strategy)
   if chief:
     model_dir_lib.prepare(model_dir, overwrite, resume=True,

@@ -21,6 +21,7 @@ import os
 import sys
 import sysconfig
 import types
+import warnings
 
 PTH_NAME = "lievae_tf_dlib_compat.pth"
 SPEEDUPS_SWITCH = "LIEVAE_TF_DLIB_SPEEDUPS"
@@ -57,6 +58,14 @@ def use_legacy_keras():
   except importlib.metadata.PackageNotFoundError:
     return  # the pinned stack: TF 2.15's own Keras 2
   os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+
+def quiet_hub_pkg_resources_warning():
+  """tensorflow-hub 0.15/0.16 import `pkg_resources` (for one version comparison), which setuptools
+  80 deprecates with a UserWarning in every process that imports hub; only hub's import of it is
+  silenced, so that other code's use of pkg_resources still warns."""
+  warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning,
+                          module="tensorflow_hub")
 
 
 def assign_from_checkpoint_fn(model_path, var_list, ignore_missing_vars=False,
@@ -159,6 +168,7 @@ def apply():
   if not _gin_at_least_0_5():
     alias_collections_abc()
   use_legacy_keras()
+  quiet_hub_pkg_resources_warning()
   for module_name, shim in SHIMS:
     wrapt.register_post_import_hook(shim, module_name)
   if speedups_enabled():

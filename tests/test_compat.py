@@ -80,6 +80,18 @@ def test_speedups_follow_their_one_switch():
   assert off["lean_shapes3d"] == "disentanglement_lib.data.ground_truth.shapes3d"
 
 
+def test_no_process_of_the_environment_prints_hubs_pkg_resources_warning():
+  """tensorflow_hub imports the deprecated pkg_resources; that warning is silenced for hub alone."""
+  hub = subprocess.run([sys.executable, "-c", "import tensorflow_hub"], capture_output=True,
+                       text=True, timeout=300)
+  assert hub.returncode == 0, hub.stderr[-2000:]
+  assert "pkg_resources" not in hub.stderr, hub.stderr[-2000:]
+  # Anyone else's use of pkg_resources still warns: the filter is not a blanket one.
+  other = subprocess.run([sys.executable, "-W", "always::UserWarning", "-c",
+                          "import pkg_resources"], capture_output=True, text=True, timeout=300)
+  assert "pkg_resources is deprecated" in other.stderr, other.stderr[-2000:]
+
+
 def test_importing_the_package_applies_nothing():
   # -S: no site start-up, so no .pth hook; the environment's packages put on the path by hand.
   code = ("import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; import lievae_tf, "

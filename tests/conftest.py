@@ -125,8 +125,7 @@ def import_torch():
   return pytest.importorskip("torch", reason=TORCH_MISSING)
 
 
-def pytest_report_header(config):
-  del config
+def _stack_line():
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   try:
     import torch  # pylint: disable=g-import-not-at-top
@@ -135,3 +134,13 @@ def pytest_report_header(config):
     torch_version = "not installed (the `torch` tests skip)"
   return (f"TensorFlow {tf.__version__}, Python {sys.version.split()[0]}, "
           f"torch {torch_version}")
+
+
+def pytest_report_header(config):
+  del config
+  return _stack_line()
+
+
+def pytest_terminal_summary(terminalreporter):
+  # Also under -q, which hides the header: what ran, for CI's log (.ci/run checks it).
+  terminalreporter.write_line("stack: " + _stack_line())

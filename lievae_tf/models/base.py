@@ -213,21 +213,53 @@ class GaussianEncoderVAE(keras.Model):
   def metrics(self):
     return list(self.trackers.values())
 
-  def train_step(self, images):
-    step = self.optimizer.iterations
-    key = random_streams.step_key(self.seed, step)
+  # `compile(jit_compile=True)`: the step's losses and gradients are compiled by XLA; its random
+  # draws are not. XLA turns a stateless draw's random bits into floats by other formulas than
+  # TF's kernels (the bits agree; the floats do not, whatever `alg` is pinned), so a step compiled
+  # whole, as Keras compiles it, would train on other noise and other path choices than the
+  # uncompiled step of the same seed. The draws are made before the compiled part and fed in:
+  # compiled and uncompiled runs draw the same, and the uncompiled draws stay as they were. The
+  # update and the loss trackers come after it: a function nested in the replica step cannot hold
+  # their cross-replica merges (Keras' optimiser compiles its own update on GPUs).
+  xla_compiled_step = False
+
+  def compile(self, *args, jit_compile=None, **kwargs):
+    super().compile(*args, jit_compile=False, **kwargs)
+    self.xla_compiled_step = bool(jit_compile)
+
+  def _compiled(self, function):
+    if not self.xla_compiled_step:
+      return function
+    return tf.function(function, jit_compile=True, reduce_retracing=True)
+
+  def training_step_draws(self, images):
+    """This step's random draws: (reparameterisation noise, number of replicas, the model's
+    `training_draws`), a pure function of (`seed`, step)."""
+    key = random_streams.step_key(self.seed, self.optimizer.iterations)
     noise, replicas = replica_noise(images, self.num_latents, key)
-    with tf.GradientTape() as tape:
-      terms = self.loss_terms(images, noise, step=step, **self.training_draws(key))
-      # Replica gradients are summed: scale so N replicas step as one device on the global batch.
-      scaled_loss = terms["loss"] / replicas
-    self.optimizer.minimize(scaled_loss, self.trainable_variables, tape=tape)
+    return noise, replicas, self.training_draws(key)
+
+  def train_step(self, images):
+    noise, replicas, draws = self.training_step_draws(images)
+    gradients, terms = self._compiled(self._gradients)(images, noise, replicas, draws)
+    self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
     return self._track(terms)
 
+  def _gradients(self, images, noise, replicas, draws):
+    with tf.GradientTape() as tape:
+      terms = self.loss_terms(images, noise, step=self.optimizer.iterations, **draws)
+      # Replica gradients are summed: scale so N replicas step as one device on the global batch.
+      scaled_loss = terms["loss"] / replicas
+    # As `optimizer.minimize` (with a float16 loss scale where there is one), which applies them.
+    grads_and_vars = self.optimizer.compute_gradients(scaled_loss, self.trainable_variables, tape)
+    return [gradient for gradient, _ in grads_and_vars], terms
+
   def test_step(self, images):
-    terms = self.loss_terms(images, tf.zeros([tf.shape(images)[0], self.num_latents]),
-                            step=self.optimizer.iterations, **self.evaluation_draws())
-    return self._track(terms)
+    return self._track(self._compiled(self._evaluation_terms)(images, self.evaluation_draws()))
+
+  def _evaluation_terms(self, images, draws):
+    return self.loss_terms(images, tf.zeros([tf.shape(images)[0], self.num_latents]),
+                           step=self.optimizer.iterations, **draws)
 
   def _track(self, terms):
     for name in self.loss_term_names:

@@ -39,8 +39,9 @@ def training_options(checkpoint_every=1000, keep_checkpoints=3, log_every=100, s
       The networks compute in the lower precision; the variables, the optimiser state, the Lie
       algebra and its exponential map, the KL and every loss stay float32, and the exported
       module is float32.
-    jit_compile: compile the whole training (and evaluation) step with XLA, as one program (Keras'
-      `compile(jit_compile=True)`). Needs LieGroupVAE.expm = 'fixed'. Meant for GPUs, where it
+    jit_compile: compile the training (and evaluation) step's losses and gradients with XLA, as
+      one program; its random draws are made before it, uncompiled, so that it draws what the
+      uncompiled step draws. Needs LieGroupVAE.expm = 'fixed'. Meant for GPUs, where it
       replaces hundreds of kernel launches a step by a few dozen (docs/speed.md); slower on CPUs.
   """
   for name, value in (("checkpoint_every", checkpoint_every), ("keep_checkpoints",

@@ -52,6 +52,17 @@ def test_the_report_prints_the_scores_dlib_computed(quickstart):
   assert os.path.join(work_dir, "model", "tfhub") in stdout
 
 
+def test_the_console_shows_trainings_device_line_and_progress(quickstart):
+  work_dir, stdout = quickstart
+  shown = [l.strip() for l in stdout.splitlines() if l.strip().startswith("lievae_train: ")]
+  assert any(l.startswith("lievae_train: strategy ") for l in shown), stdout[-3000:]
+  progress = [l for l in shown if re.match(r"lievae_train: +\d+%\|", l)]
+  assert len(progress) >= 2 and "100%|" in progress[-1] and "20/20" in progress[-1], shown
+  with open(os.path.join(work_dir, "logs", "train.log")) as f:
+    log = f.read()
+  assert all(line in log for line in shown)  # the log keeps everything the console showed
+
+
 def test_quickstart_refuses_an_existing_work_dir(quickstart):
   work_dir, _ = quickstart
   result = command("lievae_quickstart", f"--work_dir={work_dir}")

@@ -130,6 +130,13 @@ def test_shuffled_epochs_need_a_dataset_held_in_memory_and_at_least_one_batch():
     gin.clear_config()
 
 
+@pytest.mark.parametrize("value", [0, -5, "5", True])
+def test_progress_seconds_must_be_a_positive_number(value):
+  with pytest.raises(UserError, match=f"training.progress_seconds = {value!r} must be a positive"):
+    training.training_options(progress_seconds=value)
+  assert training.training_options(progress_seconds=2)["progress_seconds"] == 2.0
+
+
 def test_two_input_pipelines_together_read_the_global_batch():
   """Two workers (one input pipeline each), two replicas each: worker w draws the batches of its
   replicas 2w and 2w+1, and the four slices together are exactly the one-device batch."""

@@ -22,11 +22,11 @@ QUICKSTART_GRID = (1, 3, 6, 10, 8, 8)  # 11,520 images: shape x scale x orientat
 METRICS = ("mig", "factor_vae", "dci")
 
 
-def _run(args, env, log_path):
+def _run(args, env, log_path, show=None):
   """`run_logged`, with the command and its time on the console."""
   started = time.time()
   print(f"$ {' '.join(args)}", flush=True)
-  commands.run_logged(args, env, log_path)
+  commands.run_logged(args, env, log_path, show)
   print(f"  done in {time.time() - started:.0f} s", flush=True)
 
 
@@ -53,7 +53,8 @@ def run(work_dir, gin_configs=None, gin_bindings=(), metrics=METRICS, overwrite=
   train = commands.console_command("lievae_train") + [f"--model_dir={model_dir}"]
   train += [f"--gin_config={c}" for c in gin_configs]
   train += [f"--gin_bindings={b}" for b in gin_bindings]
-  _run(train, env, os.path.join(logs, "train.log"))
+  # Its device line, any warning and its progress (a line every few seconds: quickstart.gin).
+  _run(train, env, os.path.join(logs, "train.log"), show=r"lievae_train: ")
 
   postprocess = scoring.postprocess_step(model_dir)
   _run(postprocess.command, env, os.path.join(logs, f"{postprocess.name}.log"))

@@ -98,13 +98,13 @@ class PeriodicCheckpoint(StepCounting):
 class ProgressBar(keras.callbacks.Callback):
   """A tqdm bar over all training steps: steps/s, images/s and the recent mean loss."""
 
-  def __init__(self, total_steps, start_step, every, batch_size):
+  def __init__(self, total_steps, start_step, every, batch_size, log_seconds=30.0):
     super().__init__()
     self._supports_tf_logs = True
     self.every, self.batch_size = every, batch_size
     interactive = sys.stderr.isatty()
     self.bar = tqdm.tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
-                         mininterval=0.5 if interactive else 30.0, desc="lievae_train")
+                         mininterval=0.5 if interactive else log_seconds, desc="lievae_train")
     self.window_start = None
 
   def on_train_batch_end(self, batch, logs=None):

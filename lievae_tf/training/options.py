@@ -14,13 +14,17 @@ BATCH_ORDERS = ("uniform", "epochs")
 @gin.configurable("training")
 def training_options(checkpoint_every=1000, keep_checkpoints=3, log_every=100, strategy="auto",
                      deterministic=False, image_every=1000, batch_order="uniform",
-                     collective_timeout=600, precision="float32", jit_compile=False):
+                     collective_timeout=600, precision="float32", jit_compile=False,
+                     progress_seconds=30):
   """How training runs, as opposed to what it trains.
 
   Args:
     checkpoint_every: steps between checkpoints (a checkpoint is also written at the end).
     keep_checkpoints: how many of the latest checkpoints to keep.
     log_every: steps between TensorBoard scalars (means over those steps) and progress updates.
+    progress_seconds: at least this many seconds between two lines of the progress bar where
+      stderr is not a terminal (a log file, a cluster job's output); a terminal's bar is redrawn
+      twice a second.
     strategy: 'auto' (MultiWorkerMirroredStrategy if TF_CONFIG is set, else MirroredStrategy over
       the visible GPUs if any, else the default strategy), 'default', 'one_device', 'mirrored'
       or 'multi_worker' (the cluster from TF_CONFIG).
@@ -60,6 +64,10 @@ def training_options(checkpoint_every=1000, keep_checkpoints=3, log_every=100, s
       or collective_timeout < 0):
     raise UserError(f"training.collective_timeout = {collective_timeout!r} must be a number of "
                     "seconds (0: wait forever).")
+  if (not isinstance(progress_seconds, (int, float)) or isinstance(progress_seconds, bool)
+      or progress_seconds <= 0):
+    raise UserError(f"training.progress_seconds = {progress_seconds!r} must be a positive number "
+                    "of seconds.")
   if not isinstance(jit_compile, bool):
     raise UserError(f"training.jit_compile = {jit_compile!r} must be True or False.")
   if precision not in PRECISIONS:
@@ -68,7 +76,7 @@ def training_options(checkpoint_every=1000, keep_checkpoints=3, log_every=100, s
               log_every=log_every, strategy=strategy, deterministic=bool(deterministic),
               image_every=image_every, batch_order=batch_order,
               collective_timeout=float(collective_timeout), precision=precision,
-              jit_compile=jit_compile)
+              jit_compile=jit_compile, progress_seconds=float(progress_seconds))
 
 
 def optimizer_for(precision, optimizer):

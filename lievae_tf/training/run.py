@@ -236,7 +236,7 @@ def fit(run, training_steps):
                     if run.chief else tf.summary.create_noop_writer())
   scalars = callbacks_lib.ScalarLogger(summary_writer, options["log_every"], run.batch_size)
   progress = callbacks_lib.ProgressBar(training_steps, run.start_step, options["log_every"],
-                                       run.batch_size)
+                                       run.batch_size, options["progress_seconds"])
   fit_started = time.time()
   with callbacks_lib.stop_signals_caught() as stop_signal:
     checkpoint_on_stop = callbacks_lib.CheckpointOnStopSignal(stop_signal, run.manager,

@@ -21,12 +21,22 @@ OUTPUT_RTOL = 1e-5
 # moves by 1e-5 relative can move a point across a histogram bin edge (MIG) or a split threshold
 # (DCI's trees) only where a value sits within 1e-5 of one; 1e-4 is the issue's bound.
 SCORE_ATOL = 1e-4
-# Except DCI's gradient-boosted trees, at these tiny sizes: a code that moves by rounding alone
-# (within OUTPUT_RTOL, asserted first) still flips the splits it straddles, and one flipped split
-# moves the importance matrix by ~1e-3. Measured: 2.2e-5 between the stacks, 2.1e-3 under Eigen's
-# kernels (TF_ENABLE_ONEDNN_OPTS=0). Chosen above that, not derived: a bound for trees would need
-# their split margins.
-SCORE_ATOL_OF = {"dci": 5e-3}
+# Except DCI. Its importance matrix comes from gradient-boosted trees, whose fit depends on the
+# representation only through the ORDER of the 500 training codes in each dimension (each split
+# is a midpoint between neighbours, chosen by an impurity that reads labels in that order); but
+# where two candidate splits gain the same (the tiny grid has 384 images, so the 500 draws hold
+# duplicates and near-equal gains abound) the trees' own float64 sums decide, and one other
+# choice makes the rest of the boosting a new draw of the fit's variability. Measured for the
+# committed module: its codes on the two stacks differ by 2.3e-7 of their scale and keep every
+# order, yet the same codes give DCI 0.29475 under the pinned stack's scikit-learn/NumPy build
+# and 0.29528 under the current one (5.2e-4; TF_ENABLE_ONEDNN_OPTS=0 changes neither). The
+# variability itself: under 30 perturbations of the representation of 64 u, 1e-5 and 1e-4 of
+# its scale (uniform, per element), which reorder codes, DCI's standard deviation is 6.2e-4, the
+# same at every size (a new choice, not its size, moves it), largest deviation 1.3e-3. Two
+# stacks are two such draws: their difference has deviation sqrt(2) x 6.2e-4, and 5 of those
+# (4.4e-3; a false failure below 1e-6 for a normal spread) is the bound, 1.5 % of the score.
+DCI_REFIT_SD = 6.2e-4
+SCORE_ATOL_OF = {"dci": 5 * np.sqrt(2) * DCI_REFIT_SD}
 
 
 @pytest.fixture(scope="module")

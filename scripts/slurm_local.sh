@@ -84,6 +84,8 @@ SelectTypeParameters=CR_CPU
 SchedulerType=sched/backfill
 MpiDefault=none
 ReturnToService=2
+# A requeued job waits cred_expire + 1 s before it may start again (SLURM's default: 120 s).
+AuthInfo=cred_expire=10
 # Bind to the configured addresses (127.0.0.1), not every interface.
 CommunicationParameters=NoInAddrAny,NoCtldInAddrAny
 # The declared CPUs and memory, whatever the hardware reports.

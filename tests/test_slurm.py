@@ -1,6 +1,7 @@
 """`lievae_sweep --launcher=slurm` against a real one-node SLURM (scripts/slurm_local.sh): the
-study's results equal the local launcher's, the warning signal requeues a run that then ends bit
-for bit where an uninterrupted run does, a repeat submits nothing already queued, --cancel.
+study's results equal the local launcher's, training and scoring run as separate jobs (a failed
+training cancels only its own scoring), the warning signal requeues a run that then ends bit for
+bit where an uninterrupted run does, a repeat submits nothing already queued, --cancel.
 
 Under CI=true a SLURM that cannot start fails these tests; elsewhere they are skipped, saying why.
 """
@@ -99,19 +100,27 @@ def test_a_study_on_slurm_scores_as_the_local_launcher(slurm_cluster, tmp_path):
   slurm_seconds = time.time() - started
   assert on_slurm.returncode == 0, on_slurm.stdout[-3000:] + on_slurm.stderr[-3000:]
   print(f"submit -> results.json: local {local_seconds:.0f} s, slurm {slurm_seconds:.0f} s")
-  assert "submitted job" in on_slurm.stdout and "all 2 runs finished" in on_slurm.stdout
+  assert "submitted training job" in on_slurm.stdout and "submitted scoring job" in on_slurm.stdout
+  assert "all 2 runs finished" in on_slurm.stdout
   # The console stays clean: no submitit/sacct warnings.
   assert "sacct" not in on_slurm.stdout + on_slurm.stderr
   slurm_scores = _scores(tmp_path / "slurm" / "results.json")
   assert len(slurm_scores) == 2
   assert slurm_scores == _scores(tmp_path / "local" / "results.json")
-  # The runs ran in the SLURM job's task, one array of 2.
-  [submission] = _submissions(tmp_path / "slurm")
-  assert sorted(submission["tasks"].values()) == ["clg_vae/seed0", "clg_vae/seed1"]
-  for job_id, name in submission["tasks"].items():
-    with open(tmp_path / "slurm" / "logs" / name / "slurm_task.json") as f:
-      record = json.load(f)
-    assert record["job_id"] == job_id and record["outcome"] == "finished"
+  # The runs ran in SLURM's array tasks: a training array, and a scoring array whose task i
+  # waits for training task i alone.
+  training, scoring = _submissions(tmp_path / "slurm")
+  assert (training["kind"], scoring["kind"]) == ("train", "score")
+  for submission in (training, scoring):
+    assert sorted(submission["tasks"].values()) == ["clg_vae/seed0", "clg_vae/seed1"]
+    for job_id, name in submission["tasks"].items():
+      with open(tmp_path / "slurm" / "logs" / name / f"slurm_{submission['kind']}.json") as f:
+        record = json.load(f)
+      assert record["job_id"] == job_id and record["outcome"] == "finished"
+  with open(scoring["submission_file"]) as f:
+    script = f.read()
+  assert f"#SBATCH --dependency=aftercorr:{training['job_id']}\n" in script
+  assert "#SBATCH --kill-on-invalid-dep=yes\n" in script
   status = command("lievae_sweep", f"--output_dir={tmp_path / 'slurm'}", "--status")
   assert status.returncode == 0 and "2 finished" in status.stdout, status.stdout + status.stderr
 
@@ -123,21 +132,41 @@ def test_a_repeat_while_queued_submits_nothing_and_cancel_empties_the_queue(slur
   args = _study_args(output_dir, "--launcher=slurm", "--slurm_additional=begin=now+3600")
   first = command("lievae_sweep", *args)
   assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-  [submission] = _submissions(output_dir)
-  job_ids = {submission["job_id"]}
-  assert len(_queued(job_ids)) == 2
+  submissions = _submissions(output_dir)
+  job_ids = {submission["job_id"] for submission in submissions}
+  assert len(submissions) == 2 and len(_queued(job_ids)) == 4  # 2 training, 2 scoring tasks
   repeat = command("lievae_sweep", *args)
   assert repeat.returncode == 0, repeat.stdout[-3000:] + repeat.stderr[-3000:]
   assert "2 queued or running, 0 to submit" in repeat.stdout
-  assert len(_submissions(output_dir)) == 1 and len(_queued(job_ids)) == 2
+  assert _submissions(output_dir) == submissions and len(_queued(job_ids)) == 4
   status = command("lievae_sweep", f"--output_dir={output_dir}", "--status")
-  assert status.stdout.count(": queued (job ") == 2, status.stdout + status.stderr
+  assert status.stdout.count(": queued (training job ") == 2, status.stdout + status.stderr
 
   cancel = command("lievae_sweep", f"--output_dir={output_dir}", "--cancel")
   assert cancel.returncode == 0, cancel.stdout[-3000:] + cancel.stderr[-3000:]
   assert _queued(job_ids) == []
   again = command("lievae_sweep", f"--output_dir={output_dir}", "--cancel")
   assert "nothing of this study is queued or running" in again.stdout
+
+
+def test_a_failed_training_cancels_only_its_own_scoring(slurm_cluster, tmp_path):
+  output_dir = tmp_path / "one_fails"
+  # seed1's model_dir is a file: its lievae_train fails; seed0's run is fine.
+  os.makedirs(output_dir / "clg_vae")
+  (output_dir / "clg_vae" / "seed1").write_text("not a model_dir")
+  result = command("lievae_sweep", *_study_args(output_dir), "--launcher=slurm", "--wait",
+                   timeout=900)
+  assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+  message = result.stderr.rstrip().splitlines()[-1]
+  assert "1 runs failed" in message and "clg_vae/seed1: training job" in message, message
+  assert str(output_dir / "logs" / "clg_vae" / "seed1" / "train.log") in message
+  assert os.path.isfile(output_dir / "clg_vae" / "seed0" / "metrics" / "mean" / "mig" /
+                        "results" / "aggregate" / "evaluation.json")
+  # The failed run's scoring task was cancelled (its dependency can never be met), not left
+  # pending, and never ran.
+  assert not os.path.exists(output_dir / "logs" / "clg_vae" / "seed1" / "slurm_score.json")
+  assert _queued({s["job_id"] for s in _submissions(output_dir)}) == []
+  assert not os.path.exists(output_dir / "results.json")
 
 
 def _wait_for_training(model_dir, timeout=300):
@@ -164,8 +193,8 @@ def test_the_warning_signal_requeues_a_run_that_ends_bit_equal(slurm_cluster, tm
                      "--gin_bindings=training.log_every = 2", seeds="0")
   submitted = command("lievae_sweep", *args)
   assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
-  [submission] = _submissions(output_dir)
-  [job_id] = submission["tasks"]
+  training, _ = _submissions(output_dir)
+  [job_id] = training["tasks"]
   model_dir = os.path.join(output_dir, "clg_vae", "seed0")
   _wait_for_training(model_dir)
   # What SLURM sends before a time limit or a preemption (sbatch --signal=USR2@90).
@@ -181,7 +210,7 @@ def test_the_warning_signal_requeues_a_run_that_ends_bit_equal(slurm_cluster, tm
   train_log = (log_dir / "train.log").read_text()
   resumed_from = int(re.search(r"resuming from step (\d+)", train_log).group(1))
   assert 0 < resumed_from < 40
-  assert json.loads((log_dir / "slurm_task.json").read_text())["restarts"] == restarts
+  assert json.loads((log_dir / "slurm_train.json").read_text())["restarts"] == restarts
 
   # The same lievae_train command, uninterrupted.
   train_command = shlex.split(train_log.splitlines()[0][len("$ "):])

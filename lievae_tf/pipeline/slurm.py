@@ -1,7 +1,10 @@
 """`lievae_sweep --launcher=slurm`: a study's runs as SLURM job arrays, through submitit.
 
-Each pending run is one array task: submitit's job process (on the node) runs the run's pending
-steps (`lievae_train`, `dlib_postprocess`, `lievae_evaluate`) as child processes, so that
+Each pending run is one task of a training array (its `lievae_train`, on the GPU partition) and one
+task of a scoring array (`dlib_postprocess`, `lievae_evaluate`: CPU-bound, on the scoring
+partition) that starts when that run's training task has finished (`--dependency=aftercorr:` the
+training array, with `--kill-on-invalid-dep=yes`: a failed training cancels its own scoring only).
+submitit's job process (on the node) runs the task's pending steps as child processes, so that
 `lievae_train`'s signal handling and submitit's do not fight. On SLURM's warning signal (USR2,
 `--signal=USR2@90`, before a time limit or a preemption) the step running saves its work and
 exits (`errors.EXIT_STOPPED`); then submitit requeues the task (`scontrol requeue`) and the
@@ -12,7 +15,7 @@ share): `study.json` (every run of the study and the files that mark its steps f
 `submissions.jsonl` (one line per array: its job id and which task is which run) and submitit's
 logs in `logs/`. A run's state comes from those files and `squeue` (no accounting database
 needed): finished (its last marker exists), queued/running (its task is in squeue), else failed or
-stopped (what its task wrote in `logs/<run>/slurm_task.json`).
+stopped (what its tasks wrote in `logs/<run>/slurm_train.json` and `slurm_score.json`).
 """
 
 import json
@@ -57,8 +60,17 @@ def _write_atomically(path, text):
   os.replace(temporary, path)
 
 
-def _task_record_path(log_dir):
-  return os.path.join(log_dir, "slurm_task.json")
+KINDS = ("train", "score")  # a run's training task, then its scoring task
+
+
+def _task_record_path(log_dir, kind):
+  return os.path.join(log_dir, f"slurm_{kind}.json")
+
+
+def _steps_of(run, kind):
+  """The run's pending steps that a task of `kind` runs, from the files as they are now (a
+  requeued scoring task redoes only the unfinished metrics)."""
+  return [s for s in run.pending() if (s.name == "train") == (kind == "train")]
 
 
 # --- On the node ----------------------------------------------------------------------------------
@@ -87,31 +99,35 @@ class CheckpointableRunTask(_Checkpointable):
   """One run's pending steps, in its job's task; submitit requeues a Checkpointable on its
   warning signal (after `checkpoint`)."""
 
-  def __call__(self, run):
+  def __call__(self, task):
+    run, kind = task["run"], task["kind"]
     record = {"job_id": _job_id(), "restarts": int(os.environ.get("SLURM_RESTART_COUNT", 0)),
               "host": os.uname().nodename, "started": time.time(), "outcome": "running"}
-    record_path = _task_record_path(run["log_dir"])
+    record_path = _task_record_path(run.log_dir, kind)
     _write_atomically(record_path, json.dumps(record))
     env = dict(os.environ)
-    env.update(run["env"])
-    for step in run["steps"]:
-      if os.path.isfile(step["marker"]):
-        continue
-      log_path = os.path.join(run["log_dir"], f"{step['name']}.log")
-      status = _run_step(step["command"], env, log_path)
+    env.update(task["env"])
+    steps = _steps_of(run, kind)
+    if kind == "score" and any(s.name == "train" for s in run.pending()):
+      record.update(outcome="failed", step="score", log=_task_record_path(run.log_dir, "train"))
+      _write_atomically(record_path, json.dumps(record))
+      raise UserError(f"{run.name}: its training is not finished; scoring needs it.")
+    for step in steps:
+      log_path = os.path.join(run.log_dir, f"{step.name}.log")
+      status = _run_step(step.command, env, log_path)
       if status:
         stopped = status == errors.EXIT_STOPPED
-        record.update(outcome="stopped" if stopped else "failed", step=step["name"],
+        record.update(outcome="stopped" if stopped else "failed", step=step.name,
                       exit_status=status, log=log_path)
         _write_atomically(record_path, json.dumps(record))
         error = errors.Stopped if stopped else UserError
-        raise error(f"{run['name']}: {step['name']} {'stopped' if stopped else 'failed'} "
+        raise error(f"{run.name}: {step.name} {'stopped' if stopped else 'failed'} "
                     f"(exit {status}); its log is {log_path}")
     record["outcome"] = "finished"
     _write_atomically(record_path, json.dumps(record))
-    return run["name"]
+    return run.name
 
-  def checkpoint(self, run):
+  def checkpoint(self, task):
     """submitit calls this on the warning signal, before it requeues the job: the running step
     gets the signal too (SLURM signals the step's processes; sent again, in case it was sent to
     this process alone), saves and exits; the requeued job then resumes the run."""
@@ -121,7 +137,7 @@ class CheckpointableRunTask(_Checkpointable):
       deadline = time.time() + STOP_GRACE_SECONDS
       while process.returncode is None and time.time() < deadline:
         time.sleep(0.2)
-    return super().checkpoint(run)
+    return super().checkpoint(task)
 
 
 def _job_id():
@@ -132,12 +148,6 @@ def _job_id():
 
 
 # --- On the submitting machine --------------------------------------------------------------------
-
-def _run_spec(run, env):
-  return {"name": run.name, "log_dir": os.path.abspath(run.log_dir),
-          "steps": [{"name": s.name, "marker": os.path.abspath(s.marker), "command": s.command}
-                    for s in run.pending()], "env": env}
-
 
 class Study:
   """The SLURM side of a study in OUTPUT_DIR: what was submitted and each run's state."""
@@ -160,6 +170,7 @@ class Study:
       return json.load(f)["runs"]
 
   def save_runs(self, runs):
+    # markers: the training's first, then the scoring's.
     _write_atomically(self.study_path, json.dumps({"runs": [
         {"name": r.name, "log_dir": os.path.abspath(r.log_dir),
          "markers": [os.path.abspath(s.marker) for s in r.steps()]} for r in runs]}, indent=1))
@@ -177,45 +188,52 @@ class Study:
       f.flush()
       os.fsync(f.fileno())
 
-  def last_task_of_each_run(self):
-    """{run name: (job id of its array task, submitit's log prefix)} of its latest submission."""
+  def last_tasks(self):
+    """{run name: {kind: job id of its task}} of the latest submissions."""
     tasks = {}
     for submission in self.submissions():
       for job_id, name in submission["tasks"].items():
-        tasks[name] = job_id
+        tasks.setdefault(name, {})[submission.get("kind", "train")] = job_id
     return tasks
 
   # States.
   def states(self):
-    """{run name: (state, detail)}: finished, queued, running, requeued, failed, stopped,
-    not submitted."""
+    """{run name: (state, detail)}: finished, queued, running, failed, stopped, not run (left the
+    queue without running: cancelled), not submitted."""
     queue = squeue()
-    tasks = self.last_task_of_each_run()
+    last_tasks = self.last_tasks()
     states = {}
     for run in self.runs():
-      name = run["name"]
-      record = _read_json(_task_record_path(run["log_dir"]))
-      restarts = (record or {}).get("restarts", 0)
+      name, tasks = run["name"], last_tasks.get(run["name"], {})
+      records = {k: _read_json(_task_record_path(run["log_dir"], k)) or {} for k in KINDS}
+      restarts = sum(r.get("restarts", 0) for r in records.values())
       requeued = f", requeued {restarts} times" if restarts else ""
+      trained = os.path.isfile(run["markers"][0])
+      queued = {k: tasks[k] for k in KINDS if tasks.get(k) in queue}
       if all(os.path.isfile(m) for m in run["markers"]):
         states[name] = ("finished", requeued.lstrip(", "))
-      elif name in tasks and tasks[name] in queue:
-        job_id = tasks[name]
-        slurm_state = queue[job_id]
-        state = {"PENDING": "queued", "REQUEUED": "queued", "REQUEUE_HOLD": "queued"}.get(
-            slurm_state, "running" if slurm_state in ("RUNNING", "CONFIGURING") else
-            slurm_state.lower())
-        states[name] = (state, f"job {job_id}{requeued}")
-      elif name in tasks:
-        job_id = tasks[name]
-        outcome = (record or {}).get("outcome")
-        logs = self.job_logs(job_id)
+      elif queued:
+        # The task that runs next: the training while it is not finished, else the scoring.
+        kind = "train" if not trained and "train" in queued else next(iter(queued))
+        slurm_state = queue[queued[kind]]
+        state = "running" if slurm_state in ("RUNNING", "CONFIGURING", "COMPLETING") else "queued"
+        what = "training" if kind == "train" else "scoring"
+        states[name] = (state, f"{what} job {queued[kind]}{requeued}")
+      elif tasks:
+        kind = "score" if trained else "train"
+        record = records[kind]
+        outcome = record.get("outcome")
         if outcome == "stopped":
-          states[name] = ("stopped", f"job {job_id}: {record['step']} stopped after saving; "
-                          "the next lievae_sweep resumes it")
+          states[name] = ("stopped", f"job {record['job_id']}: {record['step']} stopped after "
+                          "saving; the next lievae_sweep resumes it")
+        elif outcome in ("failed", "running"):  # "running": killed without a word
+          job_id = record.get("job_id") or tasks.get(kind)
+          log = record.get("log") or (self.job_logs(job_id) if job_id else "")
+          states[name] = ("failed", f"{'training' if kind == 'train' else 'scoring'} job "
+                          f"{job_id}{requeued}: log {log}")
         else:
-          step_log = (record or {}).get("log")
-          states[name] = ("failed", f"job {job_id}{requeued}: log {step_log or logs}")
+          states[name] = ("not run", f"job {tasks.get(kind, '?')} left the queue without running "
+                          "(cancelled?)")
       else:
         states[name] = ("not submitted", "")
     return states
@@ -235,46 +253,71 @@ class Study:
     return states
 
   # Actions.
-  def submit(self, runs, parameters, env):
-    """Submits the runs neither finished nor queued/running, as arrays of at most
-    MaxArraySize tasks; returns the job ids."""
+  def submit(self, runs, parameters, scoring_parameters, env):
+    """Submits the runs neither finished nor queued/running: a training array and a scoring
+    array after it (task for task) for the runs still to train, a scoring array for those only to
+    score; arrays of at most MaxArraySize tasks. Returns the job ids."""
     self.save_runs(runs)
     states = self.states()
-    active = [r for r in runs if states[r.name][0] in ("queued", "running", "requeued")]
+    active = [r for r in runs if states[r.name][0] in ("queued", "running")]
     pending = [r for r in runs if r.pending() and r not in active]
-    again = [r.name for r in pending if states[r.name][0] in ("failed", "stopped")]
+    again = [f"{r.name} ({states[r.name][0]})" for r in pending
+             if states[r.name][0] in ("failed", "stopped", "not run")]
     finished = sum(1 for r in runs if not r.pending())
     print(f"lievae_sweep: {len(runs)} runs: {finished} finished, {len(active)} queued or running, "
           f"{len(pending)} to submit", flush=True)
     if again:
-      print(f"lievae_sweep: submitting again {len(again)} run(s) that failed or stopped: "
-            f"{', '.join(again)}", flush=True)
+      print(f"lievae_sweep: submitting again {len(again)} run(s): {', '.join(again)}",
+            flush=True)
     if not pending:
       return []
     import submitit  # pylint: disable=g-import-not-at-top
+    to_train = [r for r in pending if _steps_of(r, "train")]
+    to_score = [r for r in pending if not _steps_of(r, "train")]
+    size = max_array_size()
+    job_ids = []
+    for first in range(0, len(to_train), size):
+      chunk = to_train[first:first + size]
+      train_id = self._submit_array(submitit, chunk, "train", parameters, env)
+      # One array task per run: aftercorr lets scoring task i start when training task i has
+      # finished (a single run is a plain job, hence afterok); a failed training makes its
+      # scoring's dependency impossible, and SLURM then cancels that one task.
+      dependency = f"{'aftercorr' if len(chunk) > 1 else 'afterok'}:{train_id}"
+      after = dict(scoring_parameters, dependency=dependency)
+      after["additional_parameters"] = dict(after.get("additional_parameters", {}),
+                                            **{"kill-on-invalid-dep": "yes"})
+      score_id = self._submit_array(submitit, chunk, "score", after, env)
+      job_ids += [train_id, score_id]
+    for first in range(0, len(to_score), size):
+      job_ids.append(self._submit_array(submitit, to_score[first:first + size], "score",
+                                        scoring_parameters, env))
+    return job_ids
+
+  def _submit_array(self, submitit, runs, kind, parameters, env):
     executor = submitit.SlurmExecutor(folder=self.logs_dir, python=shlex.quote(sys.executable))
     executor.update_parameters(**parameters)
-    job_ids = []
-    size = max_array_size()
-    for first in range(0, len(pending), size):
-      chunk = pending[first:first + size]
-      try:
-        jobs = executor.map_array(CheckpointableRunTask(), [_run_spec(r, env) for r in chunk])
-      except (subprocess.CalledProcessError, submitit.core.utils.FailedJobError) as e:
-        raise UserError(f"sbatch refused the job array: {_one_line(e)} (check the --slurm_* "
-                        "flags against the cluster's partitions and limits).") from None
-      tasks = {job.job_id: run.name for job, run in zip(jobs, chunk)}
-      array_id = jobs[0].job_id.split("_")[0]
-      self._record_submission({"job_id": array_id, "submitted": time.time(), "tasks": tasks,
-                               "logs": self.logs_dir})
-      job_ids.append(array_id)
-      print(f"lievae_sweep: submitted job {array_id} ({len(chunk)} runs); logs in "
-            f"{self.logs_dir}", flush=True)
-    return job_ids
+    try:
+      jobs = executor.map_array(CheckpointableRunTask(),
+                                [{"run": r, "kind": kind, "env": env} for r in runs])
+    except (subprocess.CalledProcessError, submitit.core.utils.FailedJobError) as e:
+      raise UserError(f"sbatch refused the {kind} job array: {_one_line(e)} (check the "
+                      "--slurm_*/--scoring_* flags against the cluster's partitions and "
+                      "limits).") from None
+    array_id = jobs[0].job_id.split("_")[0]
+    self._record_submission({"job_id": array_id, "kind": kind, "submitted": time.time(),
+                             "tasks": {job.job_id: run.name for job, run in zip(jobs, runs)},
+                             "dependency": parameters.get("dependency"),
+                             "submission_file": os.path.join(self.logs_dir,
+                                                             f"{array_id}_submission.sh")})
+    what = "training" if kind == "train" else "scoring"
+    print(f"lievae_sweep: submitted {what} job {array_id} ({len(runs)} runs"
+          f"{', after ' + parameters['dependency'] if parameters.get('dependency') else ''}); "
+          f"logs in {self.logs_dir}", flush=True)
+    return array_id
 
   def active_job_ids(self):
     queue = squeue()
-    return sorted({job_id for job_id in self.last_task_of_each_run().values()
+    return sorted({job_id for tasks in self.last_tasks().values() for job_id in tasks.values()
                    if job_id in queue})
 
   def cancel(self):
@@ -292,8 +335,8 @@ class Study:
     print(f"lievae_sweep: cancelled job(s) {', '.join(ids)}", flush=True)
 
   def wait(self):
-    """Polls squeue and the runs' files until none of the study's runs is queued or running,
-    printing each change of state; returns the final states."""
+    """Polls squeue and the runs' files until none of the study's runs is queued or running and
+    none of its tasks is in the queue, printing each change of state; returns the final states."""
     last = {}
     while True:
       states = self.states()
@@ -301,7 +344,9 @@ class Study:
         if last.get(name) != state:
           print(f"{name}: {state[0]}" + (f" ({state[1]})" if state[1] else ""), flush=True)
       last = states
-      if all(state in _SETTLED for state, _ in states.values()):
+      # Settled, and none of the study's tasks still in the queue (a task whose run is finished
+      # may still be completing; a scoring task whose training failed is being cancelled).
+      if all(state in _SETTLED for state, _ in states.values()) and not self.active_job_ids():
         return states
       time.sleep(POLL_SECONDS)
 
@@ -365,10 +410,28 @@ def max_array_size():
   return DEFAULT_MAX_ARRAY_SIZE
 
 
+def scoring_parameters(training_parameters, partition=None, cpus=1, mem_gb=None):
+  """The scoring jobs' parameters: the training jobs' without their GPUs, on the scoring
+  partition, with their own CPUs and memory."""
+  parameters = {k: v for k, v in training_parameters.items()
+                if k not in ("partition", "gpus_per_node", "mem", "cpus_per_task")}
+  parameters.update(job_name="lievae_score", cpus_per_task=cpus)
+  if partition:
+    parameters["partition"] = partition
+  if mem_gb:
+    parameters["mem"] = f"{int(round(mem_gb * 1024))}M"
+  additional = {k: v for k, v in parameters.get("additional_parameters", {}).items()
+                if not k.startswith(("gres", "gpu"))}
+  parameters.pop("additional_parameters", None)
+  if additional:
+    parameters["additional_parameters"] = additional
+  return parameters
+
+
 def executor_parameters(partition=None, gpus_per_run=0, cpus_per_run=1, mem_gb=None,
                         timeout_min=24 * 60, max_parallel=256, additional=(), setup=(),
-                        job_name="lievae_sweep"):
-  """submitit SlurmExecutor parameters from lievae_sweep's flags."""
+                        job_name="lievae_train"):
+  """submitit SlurmExecutor parameters of the training jobs, from lievae_sweep's flags."""
   parameters = {"job_name": job_name, "cpus_per_task": cpus_per_run, "time": timeout_min,
                 "array_parallelism": max_parallel, "ntasks_per_node": 1}
   if partition:

@@ -92,9 +92,8 @@ class SweepRun:
 
 def expand(study, output_dir, seeds, settings=None, extra_bindings=(), metric_bindings=(),
            metrics=None, protocol="dlib", study_name=None, metric_processes=None):
-  """The runs of a study; `metric_processes` (needs `study_name`): see `SweepRun`."""
-  if metric_processes and not study_name:
-    raise ValueError("metric_processes needs the study's name")
+  """The runs of a study; `metric_processes`: see `SweepRun` (without `study_name`, the metrics
+  are scored at dlib's sizes, as a study file's are)."""
   chosen = list(study.settings)
   if settings:
     unknown = sorted(set(settings) - {s.name for s in chosen})

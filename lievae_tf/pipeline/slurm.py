@@ -370,6 +370,10 @@ def conclude(study, states, env):
   if stopped:
     raise errors.Stopped(f"{len(stopped)} runs were stopped after saving their work (repeat "
                          "the same command to resume them): " + ", ".join(stopped))
+  unfinished = [n for n, (s, _) in states.items() if s != "finished"]
+  if unfinished:  # cancelled, or never submitted
+    raise UserError(f"{len(unfinished)} runs are not finished and not queued (cancelled?): "
+                    f"{', '.join(unfinished)}; repeat the same command to submit them.")
   from lievae_tf.pipeline import sweep  # pylint: disable=g-import-not-at-top
   results = os.path.join(study.output_dir, "results.json")
   commands.run_logged(sweep.aggregate_command(study.output_dir), env,

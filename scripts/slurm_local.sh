@@ -29,7 +29,7 @@ answers() { timeout 10 sinfo -h >/dev/null 2>&1; }
 node_state() { timeout 10 sinfo -h -N -n "$(hostname -s)" -o %t 2>/dev/null | head -n1; }
 
 alive() {  # pid $1 runs the program $2
-  [ -n "$1" ] && [ -r "/proc/$1/comm" ] && [ "$(cat "/proc/$1/comm")" = "$2" ]
+  [ -n "$1" ] && [ "$(cat "/proc/$1/comm" 2>/dev/null)" = "$2" ]
 }
 
 stop_pid() {  # SIGTERM to the pid in file $1 if it still runs program $2; SIGKILL after 15 s

@@ -25,6 +25,7 @@ _INSTALL_REQUIRES = [
     "seaborn",
     "pillow",
     "imageio",
+    "submitit>=1.5,<2",  # lievae_sweep --launcher=slurm
 ]
 
 

@@ -14,7 +14,8 @@ def quiet_tensorflow():
 
 def run(main):
   """`absl.app.run(main)` with the disentanglement_lib shims applied (`lievae_tf.compat`, also
-  where no `.pth` hook did), printing a UserError as `prog: error: message` with exit status 1."""
+  where no `.pth` hook did), printing a UserError as `prog: error: message` with its exit status
+  (1; `errors.EXIT_STOPPED` for a run stopped by a signal, to be resumed)."""
   from absl import app  # pylint: disable=g-import-not-at-top
   from lievae_tf import compat  # pylint: disable=g-import-not-at-top
   compat.apply()
@@ -29,6 +30,6 @@ def run(main):
       # and schedulers show the last line of a failed job.
       message = " ".join(line.strip() for line in message.splitlines() if line.strip())
       print(f"{os.path.basename(sys.argv[0])}: error: {message}", file=sys.stderr)
-      sys.exit(1)
+      sys.exit(e.exit_status)
 
   app.run(guarded_main)

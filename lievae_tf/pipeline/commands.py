@@ -6,6 +6,7 @@ import shlex
 import subprocess
 import sys
 
+from lievae_tf import errors
 from lievae_tf.errors import UserError
 
 # The gin files of this repository (the paper's settings, the quickstart, the baselines).
@@ -22,7 +23,8 @@ def console_command(name):
 def run_logged(args, env, log_path, show=None):
   """Runs a pipeline step with its output (after the command line) in `log_path`, and each output
   line that matches the regex `show` on the console too; a failure is a UserError that shows the
-  log's tail."""
+  log's tail, a step stopped by a signal (exit `errors.EXIT_STOPPED`, its work saved) an
+  `errors.Stopped`."""
   os.makedirs(os.path.dirname(log_path), exist_ok=True)
   with open(log_path, "w") as log:
     log.write("$ " + shlex.join(args) + "\n")
@@ -41,5 +43,8 @@ def run_logged(args, env, log_path, show=None):
   if returncode:
     with open(log_path) as log:
       tail = "".join(log.readlines()[-15:])
+    if returncode == errors.EXIT_STOPPED:
+      raise errors.Stopped(f"{os.path.basename(args[0])} was stopped (exit {returncode}) after "
+                           f"saving its work; its log is {log_path}:\n{tail}")
     raise UserError(f"{os.path.basename(args[0])} failed (exit {returncode}); its log is "
                     f"{log_path}:\n{tail}")

@@ -76,8 +76,10 @@ def metric_steps(model_dir, metrics, metric_bindings=()):
 def lievae_evaluate_command(model_dir, study, metrics, metric_processes, metric_bindings=()):
   """`lievae_evaluate` of `metrics` (names, final: paper_<metric> stays as it is) with `study`'s
   sizes, without its postprocessing and aggregation (a sweep runs them itself)."""
+  # No study (a --study_file's): lievae_evaluate's default study, whose metrics have dlib's sizes.
   return commands.console_command("lievae_evaluate") + [
-      f"--model_dir={model_dir}", f"--study={study}", f"--metrics={','.join(metrics)}",
+      f"--model_dir={model_dir}"] + ([f"--study={study}"] if study else []) + [
+      f"--metrics={','.join(metrics)}",
       "--protocol=dlib", f"--metric_processes={metric_processes}", "--nopostprocess",
       "--noaggregate"] + [f"--metric_bindings={b}" for b in metric_bindings]
 

@@ -18,6 +18,7 @@ import shlex
 import threading
 import time
 
+from lievae_tf import errors
 from lievae_tf import model_dir as model_dir_lib
 from lievae_tf.errors import UserError
 from lievae_tf.pipeline import commands
@@ -91,9 +92,8 @@ class SweepRun:
 
 def expand(study, output_dir, seeds, settings=None, extra_bindings=(), metric_bindings=(),
            metrics=None, protocol="dlib", study_name=None, metric_processes=None):
-  """The runs of a study; `metric_processes` (needs `study_name`): see `SweepRun`."""
-  if metric_processes and not study_name:
-    raise ValueError("metric_processes needs the study's name")
+  """The runs of a study; `metric_processes`: see `SweepRun` (without `study_name`, the metrics
+  are scored at dlib's sizes, as a study file's are)."""
   chosen = list(study.settings)
   if settings:
     unknown = sorted(set(settings) - {s.name for s in chosen})
@@ -129,7 +129,7 @@ def run_sweep(runs, output_dir, jobs=1, env=None):
   total = len(runs)
   done = [sum(1 for r in runs if not r.pending())]
   lock = threading.Lock()
-  failures = []
+  failures, stopped = [], []
   print(f"lievae_sweep: {total} runs, {done[0]} already finished", flush=True)
 
   def run_one(run):
@@ -143,6 +143,14 @@ def run_sweep(runs, output_dir, jobs=1, env=None):
         print(f"[{done[0]}/{total}] {run.name}: {step.name} ...", flush=True)
       try:
         commands.run_logged(step.command, env, os.path.join(run.log_dir, f"{step.name}.log"))
+      except errors.Stopped:
+        # A signal (e.g. to the whole process group: Ctrl-C, a batch system's warning) stopped
+        # it after saving: not a failure, the next command resumes it.
+        with lock:
+          stopped.append(run.name)
+          print(f"[{done[0]}/{total}] {run.name}: {step.name} STOPPED (saved; re-run the same "
+                "command to resume it)", flush=True)
+        return
       except UserError as e:
         with lock:
           failures.append(f"{run.name}: {e}")
@@ -158,8 +166,13 @@ def run_sweep(runs, output_dir, jobs=1, env=None):
   with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
     list(pool.map(run_one, runs))
   if failures:
-    raise UserError(f"{len(failures)} of {total} runs failed (re-run the same command to resume "
-                    "the others' work):\n" + "\n".join(failures))
+    also = f"; {len(stopped)} stopped" if stopped else ""
+    raise UserError(f"{len(failures)} of {total} runs failed{also} (re-run the same command to "
+                    "resume the others' work):\n" + "\n".join(failures))
+  if stopped:
+    raise errors.Stopped(f"{len(stopped)} of {total} runs were stopped by a signal after saving "
+                         f"their work ({', '.join(stopped)}); re-run the same command to resume "
+                         "them.")
   results = os.path.join(output_dir, "results.json")
   commands.run_logged(aggregate_command(output_dir), env,
                       os.path.join(output_dir, "logs", "aggregate.log"))

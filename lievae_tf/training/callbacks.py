@@ -1,5 +1,6 @@
 """The Keras callbacks of a run: stop on a non-finite loss, TensorBoard scalars, periodic
-checkpoints, a checkpoint on SIGTERM / SIGINT (preemption) and the progress bar."""
+checkpoints, a checkpoint on a stop signal (preemption, a time limit, Ctrl-C) and the progress
+bar."""
 
 import contextlib
 import math
@@ -12,6 +13,7 @@ from absl import logging
 import tensorflow as tf
 import tqdm
 
+from lievae_tf import errors
 from lievae_tf.errors import UserError
 from lievae_tf.keras2 import keras
 from lievae_tf.training import checkpoints
@@ -119,13 +121,18 @@ class ProgressBar(keras.callbacks.Callback):
       self.window_start = (time.time(), batch)
 
 
-class Preempted(UserError):
+class Preempted(errors.Stopped):
   """Training stopped on a signal after saving a checkpoint; re-running resumes from it."""
+
+
+# SIGUSR1/SIGUSR2: the warning a batch system sends before a time limit or a preemption (SLURM's
+# `--signal=USR2@90`, which submitit requests); SIGTERM: a preempted VM, `kill`; SIGINT: Ctrl-C.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 
 
 @contextlib.contextmanager
 def stop_signals_caught():
-  """Within: SIGTERM and SIGINT set the yielded Event instead of killing the process, so that
+  """Within: the STOP_SIGNALS set the yielded Event instead of killing the process, so that
   training can save the current step first. A second SIGINT interrupts at once (Ctrl-C twice).
   Only the main thread can take signals; elsewhere the Event is never set."""
   received = threading.Event()
@@ -140,7 +147,7 @@ def stop_signals_caught():
     received.signal_name = signal.Signals(signum).name
     received.set()
 
-  previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+  previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
   try:
     yield received
   finally:

@@ -17,6 +17,7 @@ from absl import logging
 import gin
 import tensorflow as tf
 
+from lievae_tf import gin_configs
 from lievae_tf import model_dir as model_dir_lib
 from lievae_tf import models  # pylint: disable=unused-import (registers every model with gin)
 from lievae_tf import random_streams
@@ -36,9 +37,12 @@ def parse_gin(gin_config_files=(), gin_bindings=()):
   """Parses gin files and bindings; a mistake in them becomes a UserError that names it."""
   # The configurables must be registered before parsing: dlib's `dataset` ...
   from disentanglement_lib.data.ground_truth import named_data  # pylint: disable=g-import-not-at-top,unused-import
+  # A bare name not in the working directory is a shipped config (`dsprites.gin` outside a checkout).
+  gin_config_files = [gin_configs.resolve(path) for path in gin_config_files]
   for path in gin_config_files:
     if not os.path.isfile(path):
-      raise UserError(f"gin config file {path} does not exist.")
+      raise UserError(f"gin config file {path} does not exist; give a path, or the name of a "
+                      f"shipped one ({', '.join(gin_configs.names())}).")
     # `include 'x.gin'` resolves beside the including file, not only in the working directory.
     gin.add_config_file_search_path(os.path.dirname(os.path.abspath(path)))
   gin_logger = std_logging.getLogger()  # gin's resource reader logs to the root logger

@@ -10,15 +10,15 @@ import importlib.resources
 import os
 
 
-def _directory():
-  # An installed package is a directory on disk (pip never installs one zipped), so the configs'
-  # `include 'dsprites.gin'` lines resolve beside them.
-  return importlib.resources.files(__name__)
+def directory():
+  """Where the shipped configs are. An installed package is a directory on disk (pip never
+  installs one zipped), so gin reads them there, and their `include` lines resolve beside them."""
+  return os.fspath(importlib.resources.files(__name__))
 
 
 def names():
   """The shipped configs' file names, e.g. ['beta_vae_dsprites.gin', ...]."""
-  return sorted(f.name for f in _directory().iterdir() if f.name.endswith(".gin"))
+  return sorted(f for f in os.listdir(directory()) if f.endswith(".gin"))
 
 
 def path(name):
@@ -26,7 +26,7 @@ def path(name):
   if name not in names():
     from lievae_tf.errors import UserError  # pylint: disable=g-import-not-at-top
     raise UserError(f"{name} is no shipped gin config; they are {', '.join(names())}.")
-  return os.fspath(_directory() / name)
+  return os.path.join(directory(), name)
 
 
 def resolve(config):

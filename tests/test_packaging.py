@@ -59,6 +59,20 @@ def test_parse_gin_reads_a_shipped_config_by_name(tmp_path, monkeypatch):
     gin.clear_config()
 
 
+def test_own_gin_file_includes_a_shipped_config_by_name(tmp_path, monkeypatch):
+  import gin  # pylint: disable=g-import-not-at-top
+  from lievae_tf import training  # pylint: disable=g-import-not-at-top
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / "mine").mkdir()
+  (tmp_path / "mine" / "my_run.gin").write_text("include 'dsprites.gin'\nmodel.batch_size = 4\n")
+  try:
+    training.parse_gin(["mine/my_run.gin"])
+    assert gin.query_parameter("model.batch_size") == 4
+    assert gin.query_parameter("model.training_steps") == 201600  # dsprites.gin's
+  finally:
+    gin.clear_config()
+
+
 def test_metric_configs_are_package_data():
   # Read by dlib_evaluate from the installed package, not from a checkout.
   assert os.path.samefile(os.path.dirname(registry.get("paper_mig").gin_config),

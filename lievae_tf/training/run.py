@@ -45,13 +45,14 @@ def parse_gin(gin_config_files=(), gin_bindings=()):
                       f"shipped one ({', '.join(gin_configs.names())}).")
     # `include 'x.gin'` resolves beside the including file, not only in the working directory.
     gin.add_config_file_search_path(os.path.dirname(os.path.abspath(path)))
+  _add_shipped_configs_search_path()
   gin_logger = std_logging.getLogger()  # gin's resource reader logs to the root logger
   gin_logger.addFilter(_hide_gin_search_misses)
   try:
     gin.parse_config_files_and_bindings(list(gin_config_files), list(gin_bindings))
   except OSError as e:  # an `include` that no search path holds
     raise UserError(f"gin config: {e} Give the include's path relative to the including file, "
-                    "or an absolute one.") from None
+                    "or an absolute one, or a shipped config's name.") from None
   except SyntaxError as e:
     where = "--gin_bindings" if e.filename in (None, "<string>") else e.filename
     raise UserError(f"gin syntax error in {where}, line {e.lineno}: {e.msg}: "
@@ -63,6 +64,19 @@ def parse_gin(gin_config_files=(), gin_bindings=()):
                     "dataset.name, training.checkpoint_every).") from None
   finally:
     gin_logger.removeFilter(_hide_gin_search_misses)
+
+
+_shipped_configs_searched = False
+
+
+def _add_shipped_configs_search_path():
+  """`include 'dsprites.gin'` in a gin file of one's own, anywhere, finds the shipped config, as
+  `--gin_config=dsprites.gin` does. Searched after the including files' directories (of a
+  process's first parse; gin's search path only grows), so a file of that name beside them wins."""
+  global _shipped_configs_searched
+  if not _shipped_configs_searched:
+    gin.add_config_file_search_path(gin_configs.directory())
+    _shipped_configs_searched = True
 
 
 def _hide_gin_search_misses(record):

@@ -1,49 +1,49 @@
-"""Installs lievae_tf. See README.md: `bash scripts/setup_env.sh` does the whole set-up."""
+"""What goes into lievae_tf's wheel, and from where; the metadata is pyproject.toml's.
+
+Code, not pyproject.toml tables, for three things: the packages are found (a new subpackage
+needs no entry here), plus `lievae_tf.gin_configs` mapped from the repository's `gin_configs/`
+(the files stay where docs, tests and `include` lines name them); the commands are bin/'s
+scripts (as disentanglement_lib's own `dlib_*`; docs/install.md); and the `.pth` hook goes to
+the top of the wheel, i.e. into site-packages (BuildPyWithSiteHook).
+"""
 
 import glob
+import os
 
 import setuptools
+from setuptools.command import build_py
 
-# What lievae_tf imports, in ranges both supported stacks satisfy. The exact, tested sets (and
-# TensorFlow itself, whose CPU and GPU builds are different distributions) are the stacks'
-# requirement files, which scripts/setup_env.sh installs first (docs/environment.md).
-# tensorflow-hub is there too: hub 0.16 requires tf-keras, which requires the `tensorflow`
-# distribution, so naming it here would add TF's CUDA wheel beside the current stack's tensorflow-cpu.
-_INSTALL_REQUIRES = [
-    "gin-config>=0.4,<0.6",
-    "numpy>=1.26",
-    "wrapt>=1.14",
-    "absl-py",
-    "tqdm",
-    "h5py",
-    "scikit-learn",
-    "scipy",
-    "pandas",
-    "simplejson",
-    "six",
-    "matplotlib",
-    "seaborn",
-    "pillow",
-    "imageio",
-    "submitit>=1.5,<2",  # lievae_sweep --launcher=slurm
-]
+SITE_HOOK = "lievae_tf_dlib_compat.pth"  # lievae_tf.compat.PTH_NAME, a file of the package
+
+
+class BuildPyWithSiteHook(build_py.build_py):
+  """Also puts lievae_tf/lievae_tf_dlib_compat.pth at the top of the build, which a wheel installs
+  into site-packages: `site` then runs it at every start-up of the environment, so the stock
+  dlib_* commands get lievae_tf.compat's shims with no step after `pip install`, and
+  `pip uninstall` removes it. An editable install (scripts/setup_env.sh) has no such top level;
+  there `lievae_tf.compat.install_site_hook()` writes the same file."""
+
+  def run(self):
+    super().run()
+    if not self.editable_mode:
+      self.copy_file(os.path.join("lievae_tf", SITE_HOOK), os.path.join(self.build_lib, SITE_HOOK))
+
+  def get_outputs(self, include_bytecode=True):
+    outputs = super().get_outputs(include_bytecode)
+    if not self.editable_mode:
+      outputs.append(os.path.join(self.build_lib, SITE_HOOK))
+    return outputs
 
 
 setuptools.setup(
-    name="lievae_tf",
-    version="0.1.0",
-    description=("Commutative Lie Group VAE (Zhu, Xu & Tao, ICML 2021) in TensorFlow 2 / Keras, "
-                 "exported for disentanglement_lib"),
-    packages=setuptools.find_packages(include=["lievae_tf", "lievae_tf.*"]),
-    package_data={"lievae_tf": ["evaluation/metric_configs/*.gin"]},  # our metrics, for dlib_evaluate
-    # Thin absl binaries as in disentanglement_lib's bin/.
+    packages=setuptools.find_packages(include=["lievae_tf", "lievae_tf.*"]) +
+    ["lievae_tf.gin_configs"],
+    package_dir={"lievae_tf.gin_configs": "gin_configs"},
+    package_data={
+        "lievae_tf": [SITE_HOOK, "evaluation/metric_configs/*.gin"],  # ours, for dlib_evaluate
+        "lievae_tf.gin_configs": ["*.gin"],
+    },
+    # Thin absl binaries, as disentanglement_lib's bin/ (docs/install.md: why not entry points).
     scripts=sorted(glob.glob("bin/lievae_*")),
-    # 3.9-3.11: the pinned stack (TF 2.15); 3.10-3.13: the current stack (TF 2.21).
-    python_requires=">=3.9,<3.14",
-    # disentanglement-lib 1.5 itself is installed with --no-deps (requirements-dlib.txt): its
-    # metadata pins tensorflow_probability==0.7, which imports on neither stack's TF.
-    install_requires=_INSTALL_REQUIRES,
-    # torch (CPU build) only for importing the paper's PyTorch checkpoints and the parity tests:
-    # `pip install -e ".[torch]"`. Pinned: an unpinned torch pulls a CUDA build of several GB.
-    extras_require={"test": ["pytest==8.4.2", "pytest-xdist==3.8.0"], "torch": ["torch==2.13.0"]},
+    cmdclass={"build_py": BuildPyWithSiteHook},
 )

@@ -177,10 +177,14 @@ def apply():
 
 
 def install_site_hook(site_packages=None):
-  """Writes the `.pth` file that calls `apply()` in every process of this environment."""
+  """Writes the `.pth` file that calls `apply()` in every process of this environment.
+
+  A wheel install has it already (setup.py puts the package's copy into site-packages); an
+  editable one (scripts/setup_env.sh) gets it here. Its one line starts with `import`, which
+  `site` executes at start-up."""
+  import importlib.resources  # pylint: disable=g-import-not-at-top (the hook's imports stay few)
   site_packages = site_packages or sysconfig.get_paths()["purelib"]
   path = os.path.join(site_packages, PTH_NAME)
   with open(path, "w") as f:
-    # A .pth line that starts with `import` is executed by `site` at start-up.
-    f.write("import lievae_tf.compat as _c; _c.apply()\n")
+    f.write((importlib.resources.files("lievae_tf") / PTH_NAME).read_text())
   return path

@@ -55,7 +55,7 @@ stamp_inputs() {
   echo "tensorflow build: $build; stack: ${LIEVAE_TF_STACK:-} python: ${PYTHON:-}"
   cat requirements.txt requirements-common.txt requirements-gpu.txt requirements-current.txt \
     requirements-current-common.txt requirements-current-gpu.txt requirements-current-nodeps.txt \
-    requirements-dlib.txt setup.py scripts/setup_env.sh
+    requirements-dlib.txt pyproject.toml setup.py scripts/setup_env.sh
   find bin -name 'lievae_*' -type f | sort | xargs -r cat
 }
 want=$(stamp_inputs | sha256sum | cut -d' ' -f1)

@@ -19,7 +19,7 @@ BASH = shutil.which("bash")
 ENV_FILES = ["requirements.txt", "requirements-common.txt", "requirements-gpu.txt",
              "requirements-current.txt", "requirements-current-common.txt",
              "requirements-current-gpu.txt", "requirements-current-nodeps.txt",
-             "requirements-dlib.txt", "setup.py",
+             "requirements-dlib.txt", "pyproject.toml", "setup.py",
              "scripts/setup_env.sh"]
 NO_DRIVER = ("echo 'NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.' >&2\n"
              "exit 9")

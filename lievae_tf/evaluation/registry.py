@@ -9,11 +9,13 @@ Importing this module imports neither TensorFlow nor disentanglement_lib.
 """
 
 import dataclasses
+import importlib.resources
 import os
 
 from lievae_tf.errors import UserError
 
-OWN_CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "metric_configs")
+# Package data (an installed package is a directory on disk, where dlib_evaluate reads them).
+OWN_CONFIG_DIR = os.fspath(importlib.resources.files(__package__) / "metric_configs")
 PROTOCOLS = ("dlib", "paper")
 
 

@@ -9,10 +9,6 @@ import sys
 from lievae_tf import errors
 from lievae_tf.errors import UserError
 
-# The gin files of this repository (the paper's settings, the quickstart, the baselines).
-REPO_GIN_CONFIGS = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "gin_configs")
-
 
 def console_command(name):
   """The console script `name` of this environment."""

@@ -9,6 +9,7 @@ import os
 import shutil
 import time
 
+from lievae_tf import gin_configs as shipped_gin_configs
 from lievae_tf import model_dir as model_dir_lib
 from lievae_tf.data import synthetic
 from lievae_tf.errors import UserError
@@ -33,7 +34,7 @@ def _run(args, env, log_path, show=None):
 def run(work_dir, gin_configs=None, gin_bindings=(), metrics=METRICS, overwrite=False,
         factor_sizes=QUICKSTART_GRID):
   """Runs the pipeline in `work_dir`; returns {metric: score}."""
-  gin_configs = gin_configs or [os.path.join(commands.REPO_GIN_CONFIGS, "quickstart.gin")]
+  gin_configs = gin_configs or [shipped_gin_configs.path("quickstart.gin")]
   registry.check_names(metrics)
   if os.path.exists(work_dir):
     if not overwrite:

@@ -17,8 +17,8 @@ import os
 import re
 import runpy
 
+from lievae_tf import gin_configs as shipped_gin_configs
 from lievae_tf.errors import UserError
-from lievae_tf.pipeline import commands
 from lievae_tf.pipeline import studies
 
 _PARAMETER = re.compile(r"^[A-Za-z_][\w.]*\.[A-Za-z_]\w*$")  # [scope/]Configurable.parameter
@@ -53,12 +53,13 @@ def load(path):
                     "['dsprites.gin'].")
   resolved = []
   for config in gin_configs:
-    candidates = [config] if os.path.isabs(config) else [
-        os.path.join(here, config), os.path.join(commands.REPO_GIN_CONFIGS, config)]
+    candidates = [config] if os.path.isabs(config) else [os.path.join(here, config)]
+    if os.path.basename(config) == config and config in shipped_gin_configs.names():
+      candidates.append(shipped_gin_configs.path(config))
     found = [c for c in candidates if os.path.isfile(c)]
     if not found:
-      raise UserError(f"{where}: GIN_CONFIGS: {config!r} is neither beside the study file nor in "
-                      f"{commands.REPO_GIN_CONFIGS}.")
+      raise UserError(f"{where}: GIN_CONFIGS: {config!r} is neither beside the study file nor a "
+                      f"shipped config ({', '.join(shipped_gin_configs.names())}).")
     resolved.append(os.path.abspath(found[0]))
   grid = defined["BINDINGS"]
   if not isinstance(grid, (list, tuple)) or not grid or not all(isinstance(b, dict) for b in grid):

@@ -19,6 +19,7 @@ import threading
 import time
 
 from lievae_tf import errors
+from lievae_tf import gin_configs
 from lievae_tf import model_dir as model_dir_lib
 from lievae_tf.errors import UserError
 from lievae_tf.pipeline import commands
@@ -65,7 +66,7 @@ class SweepRun:
   def train_step(self):
     train = commands.console_command("lievae_train") + [f"--model_dir={self.model_dir}"]
     for config in self.setting.gin_configs:
-      path = config if os.path.isabs(config) else os.path.join(commands.REPO_GIN_CONFIGS, config)
+      path = config if os.path.isabs(config) else gin_configs.path(config)
       train.append(f"--gin_config={path}")
     train += [f"--gin_bindings={b}" for b in list(self.setting.bindings) + self.extra_bindings +
               [f"model.random_seed = {self.seed}"]]

@@ -17,6 +17,7 @@ from absl import logging
 import gin
 import tensorflow as tf
 
+from lievae_tf import gin_configs
 from lievae_tf import model_dir as model_dir_lib
 from lievae_tf import models  # pylint: disable=unused-import (registers every model with gin)
 from lievae_tf import random_streams
@@ -36,18 +37,22 @@ def parse_gin(gin_config_files=(), gin_bindings=()):
   """Parses gin files and bindings; a mistake in them becomes a UserError that names it."""
   # The configurables must be registered before parsing: dlib's `dataset` ...
   from disentanglement_lib.data.ground_truth import named_data  # pylint: disable=g-import-not-at-top,unused-import
+  # A bare name not in the working directory is a shipped config (`dsprites.gin` outside a checkout).
+  gin_config_files = [gin_configs.resolve(path) for path in gin_config_files]
   for path in gin_config_files:
     if not os.path.isfile(path):
-      raise UserError(f"gin config file {path} does not exist.")
+      raise UserError(f"gin config file {path} does not exist; give a path, or the name of a "
+                      f"shipped one ({', '.join(gin_configs.names())}).")
     # `include 'x.gin'` resolves beside the including file, not only in the working directory.
     gin.add_config_file_search_path(os.path.dirname(os.path.abspath(path)))
+  _add_shipped_configs_search_path()
   gin_logger = std_logging.getLogger()  # gin's resource reader logs to the root logger
   gin_logger.addFilter(_hide_gin_search_misses)
   try:
     gin.parse_config_files_and_bindings(list(gin_config_files), list(gin_bindings))
   except OSError as e:  # an `include` that no search path holds
     raise UserError(f"gin config: {e} Give the include's path relative to the including file, "
-                    "or an absolute one.") from None
+                    "or an absolute one, or a shipped config's name.") from None
   except SyntaxError as e:
     where = "--gin_bindings" if e.filename in (None, "<string>") else e.filename
     raise UserError(f"gin syntax error in {where}, line {e.lineno}: {e.msg}: "
@@ -59,6 +64,19 @@ def parse_gin(gin_config_files=(), gin_bindings=()):
                     "dataset.name, training.checkpoint_every).") from None
   finally:
     gin_logger.removeFilter(_hide_gin_search_misses)
+
+
+_shipped_configs_searched = False
+
+
+def _add_shipped_configs_search_path():
+  """`include 'dsprites.gin'` in a gin file of one's own, anywhere, finds the shipped config, as
+  `--gin_config=dsprites.gin` does. Searched after the including files' directories (of a
+  process's first parse; gin's search path only grows), so a file of that name beside them wins."""
+  global _shipped_configs_searched
+  if not _shipped_configs_searched:
+    gin.add_config_file_search_path(gin_configs.directory())
+    _shipped_configs_searched = True
 
 
 def _hide_gin_search_misses(record):

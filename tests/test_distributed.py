@@ -402,15 +402,18 @@ def test_shared_model_dir_survives_preemption_and_a_lost_worker(tmp_path):
   assert ratios[worst] < RELATIVE_TOLERANCE, ratios
 
 
-# Loaded by worker 1 at start-up (Python imports `sitecustomize` from PYTHONPATH): on SIGUSR1 its
+# Loaded by worker 1 at start-up (Python imports `sitecustomize` from PYTHONPATH): on SIGWINCH its
 # main thread stops in Python while its TensorFlow threads (the heartbeats too) keep running, as in
 # a deadlock or a hung file system. The cluster sees a live worker that never joins a collective.
-_HANG_ON_SIGUSR1 = "import signal, time\nsignal.signal(signal.SIGUSR1, lambda *_: time.sleep(3600))\n"
+# SIGWINCH because lievae_train leaves it alone (SIGUSR1/SIGUSR2 are its stop signals, which would
+# replace this handler) and its default action is to be ignored.
+_HANG_ON_SIGWINCH = ("import signal, time\n"
+                     "signal.signal(signal.SIGWINCH, lambda *_: time.sleep(3600))\n")
 
 
 def test_a_hung_worker_stops_the_others_within_the_collective_timeout(tmp_path):
   (tmp_path / "hang").mkdir()
-  (tmp_path / "hang" / "sitecustomize.py").write_text(_HANG_ON_SIGUSR1)
+  (tmp_path / "hang" / "sitecustomize.py").write_text(_HANG_ON_SIGWINCH)
   model_dir = str(tmp_path / "shared")
   timeout = 10
   bindings = ["model.training_steps = 100000", "training.checkpoint_every = 3",
@@ -420,7 +423,7 @@ def test_a_hung_worker_stops_the_others_within_the_collective_timeout(tmp_path):
                              extra_env={1: {"PYTHONPATH": str(tmp_path / "hang")}})
   try:
     _wait_for_checkpoint_after(0, model_dir, processes)
-    processes[1].send_signal(signal.SIGUSR1)
+    processes[1].send_signal(signal.SIGWINCH)
     hung = time.time()
     code, stderr = _finish({0: processes[0]}, timeout=timeout + 240)[0]
     waited = time.time() - hung

@@ -21,9 +21,10 @@ def training_options(checkpoint_every=1000, keep_checkpoints=3, log_every=100, s
     checkpoint_every: steps between checkpoints (a checkpoint is also written at the end).
     keep_checkpoints: how many of the latest checkpoints to keep.
     log_every: steps between TensorBoard scalars (means over those steps) and progress updates.
-    strategy: 'auto' (MultiWorkerMirroredStrategy if TF_CONFIG is set, else MirroredStrategy over
-      the visible GPUs if any, else the default strategy), 'default', 'one_device', 'mirrored'
-      or 'multi_worker' (the cluster from TF_CONFIG).
+    strategy: 'auto' (MultiWorkerMirroredStrategy if TF_CONFIG is set or this process is one
+      task of a SLURM job step of several tasks, else MirroredStrategy over the visible GPUs if
+      any, else the default strategy), 'default', 'one_device', 'mirrored' or 'multi_worker'
+      (the cluster from TF_CONFIG, else from SLURM's job step: docs/clusters.md).
     deterministic: enable TF's op determinism, so that a run (and a resumed run) reproduces its
       weights bit for bit; may be slower.
     image_every: steps between TensorBoard images (reconstructions and latent traversals), also

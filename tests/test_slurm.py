@@ -1,7 +1,8 @@
 """`lievae_sweep --launcher=slurm` against a real one-node SLURM (scripts/slurm_local.sh): the
 study's results equal the local launcher's, training and scoring run as separate jobs (a failed
 training cancels only its own scoring), the warning signal requeues a run that then ends bit for
-bit where an uninterrupted run does, a repeat submits nothing already queued, --cancel.
+bit where an uninterrupted run does, a repeat submits nothing already queued, --cancel, and one
+model trained by two SLURM tasks (--tasks_per_node=2) as one device would.
 
 Under CI=true a SLURM that cannot start fails these tests; elsewhere they are skipped, saying why.
 """

@@ -1,7 +1,8 @@
 """`lievae_sweep --launcher=slurm` against a real one-node SLURM (scripts/slurm_local.sh): the
 study's results equal the local launcher's, training and scoring run as separate jobs (a failed
 training cancels only its own scoring), the warning signal requeues a run that then ends bit for
-bit where an uninterrupted run does, a repeat submits nothing already queued, --cancel.
+bit where an uninterrupted run does, a repeat submits nothing already queued, --cancel, and one
+model trained by two SLURM tasks (--tasks_per_node=2) as one device would.
 
 Under CI=true a SLURM that cannot start fails these tests; elsewhere they are skipped, saying why.
 """
@@ -13,6 +14,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -226,3 +228,60 @@ def test_the_warning_signal_requeues_a_run_that_ends_bit_equal(slurm_cluster, tm
   print(f"requeue: Restarts={restarts}, resumed from step {resumed_from}; variables that "
         f"differ: {different}")
   assert different == ["save_counter/.ATTRIBUTES/VARIABLE_VALUE"]
+
+
+def test_one_model_over_two_slurm_tasks_trains_as_one_device(slurm_cluster, tmp_path):
+  """--tasks_per_node=2: one run, two lievae_train workers (one per SLURM task, each the child of
+  its task), their cluster from SLURM's environment; the model ends as a one-device run of the
+  same global batch and steps does, within the multi-worker test's bound."""
+  # The multi-worker test's set-up and bound.
+  from test_distributed import (  # pylint: disable=g-import-not-at-top
+      CPU_ONLY, INITIAL_WEIGHTS_SCRIPT, RELATIVE_TOLERANCE, _model_weights)
+  output_dir = tmp_path / "two_workers"
+  result = command("lievae_sweep", *_study_args(output_dir, seeds="0"), "--launcher=slurm",
+                   "--tasks_per_node=2", "--wait", env=CPU_ONLY, timeout=900)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  training, scoring = _submissions(output_dir)
+  with open(training["submission_file"]) as f:
+    assert "#SBATCH --ntasks-per-node=2\n" in f.read()
+  with open(scoring["submission_file"]) as f:
+    assert "#SBATCH --ntasks-per-node=1\n" in f.read()
+  model_dir = output_dir / "clg_vae" / "seed0"
+  log_dir = output_dir / "logs" / "clg_vae" / "seed0"
+  # Both workers, each in its own task, took part in one run of 2 replicas.
+  expected = ("lievae_train: strategy multi_worker, 2 replicas on 2 workers (this one: CPU:0); "
+              "global batch 8 = 4 per replica")
+  for log in ("train.log", "train.worker1.log"):
+    assert expected in (log_dir / log).read_text().splitlines(), (log_dir / log).read_text()
+  with open(model_dir / "results" / "json" / "train_results.json") as f:
+    results = json.load(f)
+  assert [results[k] for k in ("strategy", "num_replicas", "num_workers")] == [
+      "multi_worker", 2, 2]
+
+  # The same lievae_train command on one device, and the weights it starts from.
+  train_command = shlex.split((log_dir / "train.log").read_text().splitlines()[0][len("$ "):])
+  one_device_dir, initial_dir = str(tmp_path / "one_device"), str(tmp_path / "initial")
+  one_device = [a for a in train_command if not a.startswith("--model_dir=")] + [
+      "--gin_bindings=training.strategy = 'default'"]
+  single_run = subprocess.run([*one_device, f"--model_dir={one_device_dir}"], env=CPU_ONLY,
+                              capture_output=True, text=True, timeout=600)
+  assert single_run.returncode == 0, single_run.stderr[-3000:]
+  initial = subprocess.run([sys.executable, "-c", INITIAL_WEIGHTS_SCRIPT, initial_dir,
+                            *one_device[1:]], env=CPU_ONLY, capture_output=True, text=True,
+                           timeout=600)
+  assert initial.returncode == 0, initial.stderr[-3000:]
+  workers = _model_weights(str(model_dir / "tf_checkpoint" / "ckpt-6"))
+  single = _model_weights(os.path.join(one_device_dir, "tf_checkpoint", "ckpt-6"))
+  start = _model_weights(os.path.join(initial_dir, "tf_checkpoint", "ckpt-0"))
+  assert set(workers) == set(single) == set(start) and len(single) > 10
+  # As in test_distributed.py: per weight, the difference against the weight's own update.
+  ratios = {}
+  for name in single:
+    update = np.max(np.abs(single[name] - start[name]))
+    resolution = np.max(np.abs(single[name])) * np.finfo(np.float32).eps
+    assert update > 0, name  # it trained
+    ratios[name] = np.max(np.abs(workers[name] - single[name])) / (update + 8 * resolution)
+  worst = max(ratios, key=ratios.get)
+  print(f"two SLURM tasks vs one device: worst difference / (own update + 8 float32 steps): "
+        f"{worst} {ratios[worst]:.3g} (bound {RELATIVE_TOLERANCE})")
+  assert ratios[worst] < RELATIVE_TOLERANCE, ratios

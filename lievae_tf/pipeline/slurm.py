@@ -101,6 +101,13 @@ class CheckpointableRunTask(_Checkpointable):
 
   def __call__(self, task):
     run, kind = task["run"], task["kind"]
+    # A run over several SLURM tasks (--nodes_per_run, --tasks_per_node): srun starts this in
+    # every task, and each starts its own lievae_train worker as its child, which finds its
+    # cluster in the job step's environment (training.strategy 'auto'). Task 0 is the chief: it
+    # alone keeps the record and the step's log under the usual names.
+    rank = int(os.environ.get("SLURM_PROCID", 0))
+    if rank:
+      return self._run_worker(run, kind, task["env"], rank)
     record = {"job_id": _job_id(), "restarts": int(os.environ.get("SLURM_RESTART_COUNT", 0)),
               "host": os.uname().nodename, "started": time.time(), "outcome": "running"}
     record_path = _task_record_path(run.log_dir, kind)
@@ -125,6 +132,21 @@ class CheckpointableRunTask(_Checkpointable):
                     f"(exit {status}); its log is {log_path}")
     record["outcome"] = "finished"
     _write_atomically(record_path, json.dumps(record))
+    return run.name
+
+  def _run_worker(self, run, kind, env_update, rank):
+    """Task `rank` (> 0) of a multi-task training: its lievae_train worker, its own log."""
+    if kind != "train":
+      raise UserError(f"{run.name}: a {kind} job runs in one task (SLURM_PROCID={rank}).")
+    env = dict(os.environ)
+    env.update(env_update)
+    for step in _steps_of(run, kind):
+      log_path = os.path.join(run.log_dir, f"{step.name}.worker{rank}.log")
+      status = _run_step(step.command, env, log_path)
+      if status:
+        error = errors.Stopped if status == errors.EXIT_STOPPED else UserError
+        raise error(f"{run.name}: {step.name} worker {rank} exited {status}; its log is "
+                    f"{log_path}")
     return run.name
 
   def checkpoint(self, task):
@@ -418,8 +440,9 @@ def scoring_parameters(training_parameters, partition=None, cpus=1, mem_gb=None)
   """The scoring jobs' parameters: the training jobs' without their GPUs, on the scoring
   partition, with their own CPUs and memory."""
   parameters = {k: v for k, v in training_parameters.items()
-                if k not in ("partition", "gpus_per_node", "mem", "cpus_per_task")}
-  parameters.update(job_name="lievae_score", cpus_per_task=cpus)
+                if k not in ("partition", "gpus_per_node", "mem", "cpus_per_task", "nodes")}
+  # One task on one node, whatever a training's --nodes_per_run and --tasks_per_node.
+  parameters.update(job_name="lievae_score", cpus_per_task=cpus, ntasks_per_node=1)
   if partition:
     parameters["partition"] = partition
   if mem_gb:
@@ -434,10 +457,21 @@ def scoring_parameters(training_parameters, partition=None, cpus=1, mem_gb=None)
 
 def executor_parameters(partition=None, gpus_per_run=0, cpus_per_run=1, mem_gb=None,
                         timeout_min=24 * 60, max_parallel=256, additional=(), setup=(),
-                        job_name="lievae_train"):
-  """submitit SlurmExecutor parameters of the training jobs, from lievae_sweep's flags."""
+                        job_name="lievae_train", nodes_per_run=1, tasks_per_node=1):
+  """submitit SlurmExecutor parameters of the training jobs, from lievae_sweep's flags.
+
+  nodes_per_run x tasks_per_node > 1: each run is one model trained by that many workers (one per
+  SLURM task, --cpus_per_run CPUs each, --gpus_per_run GPUs per node split over its tasks)."""
+  for flag, value in (("nodes_per_run", nodes_per_run), ("tasks_per_node", tasks_per_node)):
+    if not isinstance(value, int) or value < 1:
+      raise UserError(f"--{flag}={value!r}: give a positive number (1: one worker).")
+  if gpus_per_run and gpus_per_run % tasks_per_node:
+    raise UserError(f"--gpus_per_run={gpus_per_run} (GPUs per node) does not split evenly over "
+                    f"--tasks_per_node={tasks_per_node}: give a multiple of it.")
   parameters = {"job_name": job_name, "cpus_per_task": cpus_per_run, "time": timeout_min,
-                "array_parallelism": max_parallel, "ntasks_per_node": 1}
+                "array_parallelism": max_parallel, "ntasks_per_node": tasks_per_node}
+  if nodes_per_run > 1:
+    parameters["nodes"] = nodes_per_run
   if partition:
     parameters["partition"] = partition
   if gpus_per_run:

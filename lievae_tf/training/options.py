@@ -25,9 +25,10 @@ def training_options(checkpoint_every=1000, keep_checkpoints=3, log_every=100, s
     progress_seconds: at least this many seconds between two lines of the progress bar where
       stderr is not a terminal (a log file, a cluster job's output); a terminal's bar is redrawn
       twice a second.
-    strategy: 'auto' (MultiWorkerMirroredStrategy if TF_CONFIG is set, else MirroredStrategy over
-      the visible GPUs if any, else the default strategy), 'default', 'one_device', 'mirrored'
-      or 'multi_worker' (the cluster from TF_CONFIG).
+    strategy: 'auto' (MultiWorkerMirroredStrategy if TF_CONFIG is set or this process is one
+      task of a SLURM job step of several tasks, else MirroredStrategy over the visible GPUs if
+      any, else the default strategy), 'default', 'one_device', 'mirrored' or 'multi_worker'
+      (the cluster from TF_CONFIG, else from SLURM's job step: docs/clusters.md).
     deterministic: enable TF's op determinism, so that a run (and a resumed run) reproduces its
       weights bit for bit; may be slower.
     image_every: steps between TensorBoard images (reconstructions and latent traversals), also

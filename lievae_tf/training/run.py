@@ -139,7 +139,7 @@ def train(model_dir,
     fit_result = fit(run, training_steps)
     return finish(run, training_steps, eval_steps, *fit_result)
   except strategy_lib.PEER_FAILURES as e:
-    if not os.environ.get("TF_CONFIG", "").strip():
+    if strategy_lib.current_cluster() is None:  # not a multi-worker run
       raise
     raise strategy_lib.lost_worker_error(
         e, options_lib.training_options()["collective_timeout"],

@@ -115,14 +115,11 @@ def pytest_collection_modifyitems(items):
 
 # torch's CPU build is installed where pip finds its wheel (scripts/setup_env.sh; here, Python 3.11);
 # the registry's torch for other Pythons is a CUDA build of several GB. The tests that need it are
-# marked `torch` and skip visibly without it; .ci/run runs them on both stacks in Python 3.11 venvs.
+# marked `torch` and skip visibly without it (`pytest.importorskip("torch", reason=TORCH_MISSING)`
+# where they need it, so the skip names their file); .ci/run runs them on both stacks in Python 3.11
+# venvs.
 TORCH_MISSING = ("torch is not installed here: scripts/setup_env.sh installs its CPU build only "
                  "where pip finds that wheel (Python 3.11 on this project's machines)")
-
-
-def import_torch():
-  """torch, or a skip of the calling test (or module) that says why it is missing."""
-  return pytest.importorskip("torch", reason=TORCH_MISSING)
 
 
 def _stack_line():

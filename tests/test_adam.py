@@ -20,7 +20,7 @@ def _gradients(num_steps, shape=(300,), seed=0):
 
 
 def _torch_adam(initial, gradients):
-  torch = conftest.import_torch()
+  torch = pytest.importorskip("torch", reason=conftest.TORCH_MISSING)
   parameter = torch.nn.Parameter(torch.from_numpy(initial.copy()))
   optimizer = torch.optim.Adam([parameter], lr=LEARNING_RATE)  # the paper code's optimiser
   for gradient in gradients:

@@ -22,7 +22,7 @@ from lievae_tf.keras2 import keras
 import conftest  # pylint: disable=g-bad-import-order
 
 pytestmark = pytest.mark.torch
-torch = conftest.import_torch()
+torch = pytest.importorskip("torch", reason=conftest.TORCH_MISSING)
 
 KS_P_VALUE = 1e-3  # the draws are seeded: no flakiness, only a margin against a wrong rule
 

@@ -46,7 +46,7 @@ from lievae_tf.models import lie_group
 import conftest  # pylint: disable=g-bad-import-order
 
 pytestmark = pytest.mark.torch
-torch = conftest.import_torch()
+torch = pytest.importorskip("torch", reason=conftest.TORCH_MISSING)
 
 tf1 = tf.compat.v1
 

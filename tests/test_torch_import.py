@@ -24,7 +24,7 @@ from lievae_tf.errors import UserError
 import conftest  # pylint: disable=g-bad-import-order
 
 pytestmark = pytest.mark.torch
-torch = conftest.import_torch()
+torch = pytest.importorskip("torch", reason=conftest.TORCH_MISSING)
 import torch_reference  # pylint: disable=g-import-not-at-top,g-bad-import-order (needs torch)
 
 tf1 = tf.compat.v1

@@ -5,12 +5,14 @@ set here, before any test module imports them.
 """
 
 import atexit
+import glob
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -51,6 +53,19 @@ def command(name, *args, env=None, timeout=600):
 def train_args(model_dir, *bindings, config="dsprites.gin"):
   args = [f"--model_dir={model_dir}", f"--gin_config={os.path.join(GIN_CONFIGS, config)}"]
   return args + [f"--gin_bindings={b}" for b in list(SMALL_RUN) + list(bindings)]
+
+
+def wait_for_logged_step(process, model_dir, earlier_runs_events=(), timeout=300):
+  """Returns once the run of `process` has written TensorBoard scalars (past its first log step);
+  `earlier_runs_events` are event files of earlier runs in the same model_dir."""
+  deadline = time.time() + timeout
+  while True:
+    events = set(glob.glob(os.path.join(model_dir, "logs", "train", "events.*")))
+    ours = events - set(earlier_runs_events)
+    if ours and os.path.getsize(ours.pop()) > 200:  # more than the file header
+      return
+    assert process.poll() is None and time.time() < deadline, "training was never seen"
+    time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")

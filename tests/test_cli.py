@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 import conftest
-from conftest import command, train_args
+from conftest import command, train_args, wait_for_logged_step
 import machine
 
 
@@ -253,18 +253,6 @@ def test_killed_run_resumes_exactly(tmp_path):
   assert different == []
 
 
-def _wait_for_logged_step(process, model_dir, earlier_runs_events=(), timeout=300):
-  """Returns once this run has written TensorBoard scalars (it is past its first log step)."""
-  deadline = time.time() + timeout
-  while True:
-    events = set(glob.glob(os.path.join(model_dir, "logs", "train", "events.*")))
-    ours = events - set(earlier_runs_events)
-    if ours and os.path.getsize(ours.pop()) > 200:  # more than the file header
-      return
-    assert process.poll() is None and time.time() < deadline, "training was never seen"
-    time.sleep(0.05)
-
-
 def test_stop_signals_save_the_current_step_and_the_rerun_resumes_exactly(tmp_path):
   """SIGTERM (a preempted VM) mid-run: a checkpoint at the step reached, a one-line message that
   says how to resume, a non-zero exit; the re-run resumes from that very step; SIGINT (Ctrl-C) the
@@ -279,7 +267,7 @@ def test_stop_signals_save_the_current_step_and_the_rerun_resumes_exactly(tmp_pa
     earlier_events = glob.glob(os.path.join(model_dir, "logs", "train", "events.*"))
     process = subprocess.Popen([os.path.join(conftest.BIN, "lievae_train"), *args],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _wait_for_logged_step(process, model_dir, earlier_events)
+    wait_for_logged_step(process, model_dir, earlier_events)
     sent = time.time()
     process.send_signal(stop_signal)
     _, stderr = process.communicate(timeout=60)

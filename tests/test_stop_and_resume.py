@@ -7,25 +7,12 @@ import json
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 
 import conftest
-from conftest import command, train_args
+from conftest import command, train_args, wait_for_logged_step
 from lievae_tf import errors
-
-
-def _wait_for_logged_step(process, model_dir, earlier_events=(), timeout=300):
-  """Returns once this run has written TensorBoard scalars (it is past its first logged step)."""
-  deadline = time.time() + timeout
-  while True:
-    events = set(glob.glob(os.path.join(model_dir, "logs", "train", "events.*")))
-    ours = events - set(earlier_events)
-    if ours and os.path.getsize(ours.pop()) > 200:  # more than the file header
-      return
-    assert process.poll() is None and time.time() < deadline, "training was never seen"
-    time.sleep(0.05)
 
 
 def _latest_step(model_dir):
@@ -43,7 +30,7 @@ def test_warning_signals_save_the_step_and_exit_with_the_resume_status(tmp_path)
     earlier_events = glob.glob(os.path.join(model_dir, "logs", "train", "events.*"))
     process = subprocess.Popen([os.path.join(conftest.BIN, "lievae_train"), *args],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _wait_for_logged_step(process, model_dir, earlier_events)
+    wait_for_logged_step(process, model_dir, earlier_events)
     process.send_signal(warning)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == errors.EXIT_STOPPED == 75, stderr[-3000:]
@@ -89,7 +76,7 @@ def test_local_sweep_reports_a_stopped_run_and_the_next_command_resumes_it(tmp_p
   sweep = subprocess.Popen([os.path.join(conftest.BIN, "lievae_sweep"), *args],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   model_dir = os.path.join(output_dir, "clg_vae", "seed0")
-  _wait_for_logged_step(sweep, model_dir)
+  wait_for_logged_step(sweep, model_dir)
   trainers = [p for p in _children(sweep.pid) if "lievae_train" in _command_name(p)]
   assert len(trainers) == 1, [_command_name(p) for p in _children(sweep.pid)]
   os.kill(trainers[0], signal.SIGUSR2)  # what a batch system sends its job's processes

@@ -259,6 +259,50 @@ def test_malformed_tf_config_is_a_clear_error(tf_config, words):
   assert "TF_CONFIG" in str(error.value)
 
 
+_LAST_WORDS_PROGRAM = """
+import os, sys
+from lievae_tf import cli
+from lievae_tf.errors import Stopped
+if sys.argv[1] == "worker":
+  from tensorflow.python.eager import context
+  # What MultiWorkerMirroredStrategy configures on every worker of a cluster.
+  context.context().configure_coordination_service(service_type="standalone")
+
+def main(argv):
+  # A C++ thread that logs while the interpreter tears down (TF's coordination heartbeat does,
+  # once the chief has exited): it writes to file descriptor 2 after `main` has ended.
+  import atexit
+  atexit.register(os.write, 2, b"teardown noise\\n")
+  if argv[2] == "stopped":
+    raise Stopped("stopped by SIGTERM at step 4")
+  print("finished")
+
+cli.run(main)
+"""
+
+
+@pytest.mark.parametrize("ending", ["stopped", "finished"])
+def test_a_workers_last_line_is_its_own_and_nothing_follows_it(ending):
+  """A worker of a multi-worker run ends its stderr with its own last line (a scheduler shows the
+  last line of a job), even when TF's C++ logs during the interpreter's teardown; a process
+  outside a cluster keeps its stderr open to the end."""
+  outcomes = {}
+  for kind in ("worker", "single"):
+    completed = subprocess.run([sys.executable, "-c", _LAST_WORDS_PROGRAM, kind, ending],
+                               capture_output=True, text=True, timeout=120)
+    outcomes[kind] = completed
+  worker, single = outcomes["worker"], outcomes["single"]
+  assert worker.returncode == single.returncode == (75 if ending == "stopped" else 0), (
+      worker.stderr[-2000:], single.stderr[-2000:])
+  assert "teardown noise" not in worker.stderr, worker.stderr[-2000:]
+  assert single.stderr.rstrip().endswith("teardown noise"), single.stderr[-2000:]
+  if ending == "stopped":
+    assert worker.stderr.rstrip().splitlines()[-1] == (
+        "-c: error: stopped by SIGTERM at step 4"), worker.stderr[-2000:]
+  else:
+    assert worker.stdout.strip() == "finished"
+
+
 def _start_workers(model_dir, ports, bindings, indexes=(0, 1), extra_env=None):
   """`lievae_train` as worker `index` of a localhost cluster, for each of `indexes`;
   `extra_env`: {index: environment variables of that worker}."""

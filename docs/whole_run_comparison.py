@@ -153,18 +153,18 @@ def run_seed(seed, flags, ground_truth_data):
 
 
 def score(model_dir, metric_names, data_dir):
+  from lievae_tf import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
   from lievae_tf.evaluation import registry  # pylint: disable=g-import-not-at-top
   from lievae_tf.pipeline import scoring  # pylint: disable=g-import-not-at-top
-  metrics = [(name, registry.get(name).small_bindings) for name in metric_names]
-  scoring.score_model(model_dir, metrics, env=dict(os.environ, DISENTANGLEMENT_LIB_DATA=data_dir))
+  metrics = registry.lookup(metric_names)
+  scoring.score_model(model_dir, [registry.BoundMetric(m, m.small_bindings) for m in metrics],
+                      env=dict(os.environ, DISENTANGLEMENT_LIB_DATA=data_dir))
   scores = {}
-  for name in metric_names:
-    path = os.path.join(model_dir, "metrics", "mean", name, "results", "aggregate",
-                        "evaluation.json")
+  for metric in metrics:
+    path = model_dir_lib.finished_marker(scoring.metric_dir(model_dir, metric), "evaluation")
     with open(path) as f:
       results = json.load(f)
-    key = f"evaluation_results.{registry.get(name).score_key}"
-    scores[name] = results[key]
+    scores[metric.name] = results[f"evaluation_results.{metric.score_key}"]
   return scores
 
 

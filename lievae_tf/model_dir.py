@@ -11,8 +11,15 @@ from lievae_tf.errors import UserError
 CHECKPOINT_DIR = "tf_checkpoint"
 TFHUB_DIR = "tfhub"
 RESULTS_DIR = "results"
-# dlib writes `results/aggregate/<step>.json` last: it marks the step finished.
-FINISHED_MARKER = os.path.join(RESULTS_DIR, "aggregate", "train.json")
+
+
+def finished_marker(output_dir, step):
+  """dlib writes `<output_dir>/results/aggregate/<step>.json` last: it marks the step finished."""
+  return os.path.join(output_dir, RESULTS_DIR, "aggregate", f"{step}.json")
+
+
+# A model_dir's, relative to it: training (and its export) finished.
+FINISHED_MARKER = finished_marker("", "train")
 # In the names of the temporaries of `atomic_directory`, which `remove_partial_outputs` finds.
 _PARTIAL = ".partial-"
 

@@ -65,7 +65,7 @@ def test_lievae_evaluate_runs_factor_leakage_in_the_stock_dlib_evaluate(trained_
   model_dir = str(tmp_path / "model")
   shutil.copytree(trained_model_dir, model_dir)
   result = command("lievae_evaluate", f"--model_dir={model_dir}", "--metrics=factor_leakage,mig",
-                   "--noone_process", "--metric_bindings=factor_leakage.num_train = 300",
+                   "--stock_dlib_evaluate", "--metric_bindings=factor_leakage.num_train = 300",
                    "--metric_bindings=mig.num_train = 300")
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
   log = open(os.path.join(model_dir, "evaluate_logs", "evaluate_factor_leakage.log")).read()

@@ -169,8 +169,8 @@ def test_stock_dlib_evaluate_scores_equal_the_stock_hub_path(metric, representat
   for switch in ("1", "0"):  # frozen (the default), then stock tensorflow_hub
     output_dir = str(tmp_path / switch)
     env = dict(os.environ, **{compat.SPEEDUPS_SWITCH: switch})
-    stock_command = scoring.evaluate_command(representation_dir, output_dir, metric,
-                                             _BINDINGS[metric])
+    stock_command = scoring.evaluate_command(representation_dir, output_dir,
+                                             registry.get(metric), _BINDINGS[metric])
     assert os.path.basename(stock_command[0]) == "dlib_evaluate"
     result = conftest.command("dlib_evaluate", *stock_command[1:], env=env)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -23,32 +23,32 @@ _TINY = ("factor_vae_score.num_variance_estimate = 1000", "factor_vae_score.num_
 def test_all_metrics_in_one_process_equal_the_stock_commands(protocol, trained_model_dir, tmp_path):
   model_dir = str(tmp_path / "model")
   shutil.copytree(trained_model_dir, model_dir)
-  metrics = registry.names(protocol=protocol)
+  metrics = registry.metrics(protocol=protocol)
   assert len(metrics) >= 8, metrics
   by_parameter = {b.split("=")[0].strip(): b for m in metrics
-                  for b in registry.get(m).small_bindings + _TINY}
+                  for b in m.small_bindings + _TINY}
   small = sorted(by_parameter.values())
   # Two worker processes, each running several metrics in turn: a metric's results must not
   # depend on which process runs it or on what ran before it there.
-  chosen = "all" if protocol == "dlib" else ",".join(metrics)  # paper_* names stay as they are
+  chosen = "all" if protocol == "dlib" else ",".join(m.name for m in metrics)  # stay as they are
   result = conftest.command("lievae_evaluate", f"--model_dir={model_dir}", f"--metrics={chosen}",
                             "--metric_processes=2", *[f"--metric_bindings={b}" for b in small])
   assert result.returncode == 0, result.stderr[-3000:]
   for metric in metrics:
-    assert f"evaluate_{metric} done" in result.stdout, result.stdout
+    assert f"evaluate_{metric.name} done" in result.stdout, result.stdout
   # No stock dlib_evaluate ran: only the postprocessing has a log.
   assert not [log for log in os.listdir(os.path.join(model_dir, "evaluate_logs"))
               if log.startswith("evaluate_")]
 
   representation_dir = os.path.join(model_dir, "postprocessed", "mean")
   for metric in metrics:
-    stock_dir = str(tmp_path / "stock" / metric)
+    stock_dir = str(tmp_path / "stock" / metric.name)
     # Seeded as the suite seeds NumPy's global state (DCI's and the downstream task's gradient
     # boosting draw from it; dlib never seeds it).
     stock = conftest.command(*suite.seeded_stock_command(scoring.evaluate_command(
-        representation_dir, stock_dir, metric, small), registry.get(metric).gin_config))
+        representation_dir, stock_dir, metric, small), metric.gin_config))
     assert stock.returncode == 0, stock.stderr[-3000:]
-    one_process = suite.comparable_results(os.path.join(model_dir, "metrics", "mean", metric))
-    assert one_process == suite.comparable_results(stock_dir), metric
-    assert registry.get(metric).score_key in one_process["evaluation_results"] or (
-        metric.startswith("downstream"))  # scored at 10 and 100 training points here
+    one_process = suite.comparable_results(scoring.metric_dir(model_dir, metric))
+    assert one_process == suite.comparable_results(stock_dir), metric.name
+    assert metric.score_key in one_process["evaluation_results"] or (
+        metric.name.startswith("downstream"))  # scored at 10 and 100 training points here

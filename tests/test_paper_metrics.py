@@ -15,6 +15,7 @@ import pytest
 import sklearn
 
 import paper_vectors as pv
+from lievae_tf.errors import UserError
 from lievae_tf.evaluation import paper_metrics
 from lievae_tf.evaluation import paper_protocol
 
@@ -200,21 +201,52 @@ def test_gin_files_carry_the_papers_sizes():
 def test_protocols_choose_their_metrics():
   from lievae_tf.evaluation import registry  # pylint: disable=g-import-not-at-top
   from lievae_tf.pipeline import studies  # pylint: disable=g-import-not-at-top
+  names = lambda chosen: [b.metric.name for b in chosen]
   study = studies.get_study("paper_dsprites")
-  dlib = [m for m, _ in studies.choose_metrics(study)]
-  paper = [m for m, _ in studies.choose_metrics(study, protocol="paper")]
+  dlib = names(studies.choose_metrics(study))
+  paper = names(studies.choose_metrics(study, protocol="paper"))
   assert dlib == list(studies.PAPER_TABLE_METRICS)
   assert paper == registry.names("paper") and all(m.startswith("paper_") for m in paper)
-  assert [m for m, _ in studies.choose_metrics(study, protocol="both")] == dlib + paper
-  small = dict(studies.choose_metrics(studies.get_study("comparison_synthetic"), protocol="paper"))
+  assert names(studies.choose_metrics(study, protocol="both")) == dlib + paper
+  small = {b.metric.name: b.bindings
+           for b in studies.choose_metrics(studies.get_study("comparison_synthetic"),
+                                           protocol="paper")}
   assert small["paper_factor_vae"] == registry.get("paper_factor_vae").small_bindings
-  chosen = lambda protocol: [m for m, _ in studies.choose_metrics(study, ["mig", "paper_sap"],
-                                                                protocol)]
+  chosen = lambda protocol: names(studies.choose_metrics(study, ["mig", "paper_sap"], protocol))
   assert chosen("dlib") == ["mig", "paper_sap"]
   assert chosen("paper") == ["paper_mig", "paper_sap"]
   assert chosen("both") == ["mig", "paper_mig", "paper_sap"]
-  assert [m for m, _ in studies.choose_metrics(study, ["unsupervised"], "both")] == [
+  assert names(studies.choose_metrics(study, ["unsupervised"], "both")) == [
       "unsupervised", "paper_unsupervised"]
+  # A metric without a paper version: itself under 'both', a one-line error under 'paper'.
+  assert names(studies.choose_metrics(study, ["downstream_boosted_trees"], "both")) == [
+      "downstream_boosted_trees"]
+  with pytest.raises(UserError, match="downstream_boosted_trees has no paper-protocol version"):
+    studies.choose_metrics(study, ["downstream_boosted_trees"], "paper")
+
+
+def test_the_paper_version_is_found_by_the_registry_not_by_its_name():
+  from lievae_tf.evaluation import registry  # pylint: disable=g-import-not-at-top
+  from lievae_tf.pipeline import studies  # pylint: disable=g-import-not-at-top
+  # A paper-protocol metric named without `paper_`, the paper version of a dlib one.
+  toy = registry.register(registry.Metric(
+      "toy_leakage_of_the_paper", "factor_leakage_mean", ("paper_factor_leakage",),
+      own_config="paper_factor_leakage.gin", protocol="paper",
+      paper_version_of="downstream_logistic_regression"))
+  try:
+    study = studies.get_study("paper_dsprites")
+    chosen = lambda metrics, protocol: [b.metric for b in studies.choose_metrics(study, metrics,
+                                                                                 protocol)]
+    dlib = registry.get("downstream_logistic_regression")
+    assert chosen(["downstream_logistic_regression"], "paper") == [toy]
+    assert chosen(["downstream_logistic_regression"], "both") == [dlib, toy]
+    assert chosen([toy.name], "paper") == chosen([toy.name], "dlib") == [toy]
+    assert toy in chosen(None, "paper")
+  finally:
+    registry._METRICS.pop(toy.name)  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match="paper version"):
+    registry.register(registry.Metric("toy", "x", ("x",), own_config="x.gin",
+                                      paper_version_of="mig"))  # a dlib-protocol one
 
 
 TINY_METRICS = ["mig.num_train = 200", "paper_mig.num_train = 200"]
@@ -229,7 +261,7 @@ def test_both_protocols_land_in_one_aggregated_json(trained_model_dir, tmp_path)
   # MIG of both protocols (each dlib_evaluate starts TensorFlow: ~10 s), among the whole
   # selection of each protocol as tested above.
   result = command("lievae_evaluate", f"--model_dir={model_dir}", "--protocol=both",
-                   "--metrics=mig", "--noone_process",  # each metric by the stock dlib_evaluate
+                   "--metrics=mig", "--stock_dlib_evaluate",  # each metric by its own dlib_evaluate
                    *[f"--metric_bindings={b}" for b in TINY_METRICS])
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
   log = open(os.path.join(model_dir, "evaluate_logs", "evaluate_paper_mig.log")).read()

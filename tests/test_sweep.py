@@ -74,7 +74,7 @@ def test_print_commands_lists_only_pending_steps(sweep, tmp_path):
   assert "lievae_evaluate" in lines[0] and "--metrics=mig" in lines[0]
   assert "--metric_bindings=mig.num_train = 300" in lines[0] and "dlib_evaluate" not in lines[0]
   stock = command("lievae_sweep", *_sweep_args(str(tmp_path / "new")), "--print_commands",
-                  "--noone_process").stdout.strip().splitlines()
+                  "--stock_dlib_evaluate").stdout.strip().splitlines()
   assert "dlib_evaluate" in stock[0] and "lievae_evaluate" not in stock[0]
   assert "--gin_bindings=mig.num_train = 300" in stock[0]
   assert not os.path.exists(tmp_path / "new")
@@ -131,6 +131,25 @@ def test_stock_dlib_evaluate_is_the_old_noone_process(tmp_path):
   assert command("lievae_sweep", *args, "--noone_process").stdout == stock.stdout
   both = command("lievae_sweep", *args, "--one_process", "--stock_dlib_evaluate")
   assert both.returncode == 1 and "--stock_dlib_evaluate alone" in both.stderr
+
+
+def test_a_metric_travels_as_an_object_from_the_study_to_its_commands(tmp_path):
+  from lievae_tf.evaluation import registry  # pylint: disable=g-import-not-at-top
+  from lievae_tf.pipeline import studies  # pylint: disable=g-import-not-at-top
+  from lievae_tf.pipeline import sweep as sweep_lib  # pylint: disable=g-import-not-at-top
+  # Not registered: a lookup by name anywhere on its way would refuse it.
+  toy = registry.Metric("unregistered_toy", "score", ("toy",), own_config="toy.gin")
+  study = studies.Study("toy", (studies.Setting("clg_vae", ("dsprites.gin",), ()),),
+                        (registry.BoundMetric(toy, ("toy.n = 1", "mig.num_train = 9")),))
+  stock_run, = sweep_lib.expand(study, str(tmp_path), [0])
+  evaluate = stock_run.pending()[-1]
+  assert evaluate.metric is toy and evaluate.name == "evaluate_unregistered_toy"
+  assert f"--gin_config={toy.gin_config}" in evaluate.command
+  assert "--gin_bindings=evaluation.name = 'unregistered_toy'" in evaluate.command
+  assert "--gin_bindings=toy.n = 1" in evaluate.command
+  assert "--gin_bindings=mig.num_train = 9" not in evaluate.command  # another metric's
+  suite_run, = sweep_lib.expand(study, str(tmp_path), [0], metric_processes=2)
+  assert "--metrics=unregistered_toy" in suite_run.pending()[-1].command
 
 
 def test_lievae_evaluate_does_not_import_the_sweep(tmp_path):

@@ -20,6 +20,9 @@ module is imported (see `compat` and `registry`), so the stock `dlib_evaluate` a
 import gin
 import numpy as np
 
+from lievae_tf.evaluation import registry
+
+
 def leakage_scores(mutual_information):
   """The four scores from a (codes, factors) mutual information matrix."""
   m = np.sort(np.asarray(mutual_information, np.float64), axis=0)[::-1]
@@ -37,9 +40,7 @@ def leakage_scores(mutual_information):
   }
 
 
-@gin.configurable(
-    "factor_leakage",
-    denylist=["ground_truth_data", "representation_function", "random_state", "artifact_dir"])
+@gin.configurable("factor_leakage", denylist=registry.DLIB_ARGUMENTS)
 def compute_factor_leakage(ground_truth_data, representation_function, random_state,
                            artifact_dir=None, num_train=gin.REQUIRED, batch_size=16):
   """dlib evaluation function: the factor leakage scores on `num_train` sampled points."""

@@ -18,8 +18,7 @@ import gin
 import numpy as np
 
 from lievae_tf.evaluation import paper_metrics
-
-_DLIB_ARGS = ["ground_truth_data", "representation_function", "random_state", "artifact_dir"]
+from lievae_tf.evaluation import registry
 
 
 def _codes_and_factors(ground_truth_data, representation_function, random_state, num_train,
@@ -29,7 +28,7 @@ def _codes_and_factors(ground_truth_data, representation_function, random_state,
                                           random_state, batch_size)
 
 
-@gin.configurable("paper_mig", denylist=_DLIB_ARGS)
+@gin.configurable("paper_mig", denylist=registry.DLIB_ARGUMENTS)
 def compute_paper_mig(ground_truth_data, representation_function, random_state,
                       artifact_dir=None, num_train=gin.REQUIRED, batch_size=16):
   """MIG without the first factor, on `num_train` points."""
@@ -38,7 +37,7 @@ def compute_paper_mig(ground_truth_data, representation_function, random_state,
                                                random_state, num_train, batch_size))
 
 
-@gin.configurable("paper_factor_leakage", denylist=_DLIB_ARGS)
+@gin.configurable("paper_factor_leakage", denylist=registry.DLIB_ARGUMENTS)
 def compute_paper_factor_leakage(ground_truth_data, representation_function, random_state,
                                  artifact_dir=None, num_train=gin.REQUIRED, batch_size=16):
   """Factor leakage without the first factor, on `num_train` points."""
@@ -58,7 +57,7 @@ def unpenalised_logistic_regression(num_samples):
   return linear_model.LogisticRegression(C=np.inf, solver="newton-cg", tol=1e-4 / num_samples)
 
 
-@gin.configurable("paper_beta_vae", denylist=_DLIB_ARGS)
+@gin.configurable("paper_beta_vae", denylist=registry.DLIB_ARGUMENTS)
 def compute_paper_beta_vae(ground_truth_data, representation_function, random_state,
                            artifact_dir=None, batch_size=gin.REQUIRED, num_train=gin.REQUIRED,
                            num_eval=gin.REQUIRED):

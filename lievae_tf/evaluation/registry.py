@@ -1,6 +1,8 @@
 """Every metric the project scores with, once: name, gin config, score key, bindings.
 
-The sweep, the quickstart and `lievae_evaluate` read this table. A new metric is one module (a
+The sweep, the quickstart and `lievae_evaluate` read this table: a metric named on a command line
+or in a study is looked up here once (`lookup`), and its `Metric` travels from there to the
+metric suite. A new metric is one module (a
 dlib evaluation function registered with `@gin.configurable`), one gin file in `metric_configs/`
 that imports that module (so that the stock `dlib_evaluate` registers it too) and one
 `register(Metric(...))` below (see docs/extending.md).
@@ -16,7 +18,12 @@ from lievae_tf.errors import UserError
 
 # Package data (an installed package is a directory on disk, where dlib_evaluate reads them).
 OWN_CONFIG_DIR = os.fspath(importlib.resources.files(__package__) / "metric_configs")
+# A metric's protocol: disentanglement_lib's study configs, or the paper code's sizes and
+# definitions (a study's choice of protocols is `studies.PROTOCOL_CHOICES`).
 PROTOCOLS = ("dlib", "paper")
+# What dlib's `evaluate` passes every evaluation function itself: its gin configurable denies
+# them to bindings.
+DLIB_ARGUMENTS = ("ground_truth_data", "representation_function", "random_state", "artifact_dir")
 
 
 def dlib_config_dir():
@@ -39,6 +46,8 @@ class Metric:
       passed to its `dlib_evaluate` (gin would refuse a configurable the process lacks).
     small_bindings: sizes a 2-core CPU evaluates in seconds (trying things out, not reporting).
     protocol: 'dlib' (disentanglement_lib's study configs) or 'paper' (the paper code's).
+    paper_version_of: a paper-protocol metric's dlib-protocol counterpart (its name): what
+      `--protocol=paper` scores instead of that one (`paper_version`).
     module: the module that registers its evaluation function with gin, if it is ours.
     cost: roughly its seconds at its config's sizes on a 2-core CPU, dataset loading excluded
       (bench/RESULTS.md); `lievae_evaluate --metric_processes=N` starts the costliest first.
@@ -50,6 +59,7 @@ class Metric:
   own_config: str = None
   small_bindings: tuple = ()
   protocol: str = "dlib"
+  paper_version_of: str = None
   module: str = None
   cost: float = 10
 
@@ -60,6 +70,13 @@ class Metric:
     return os.path.join(dlib_config_dir(), "metric_configs", self.dlib_config)
 
 
+@dataclasses.dataclass(frozen=True)
+class BoundMetric:
+  """A metric and the gin bindings it is scored with (its sizes in a study)."""
+  metric: Metric
+  bindings: tuple = ()
+
+
 _METRICS = {}
 
 
@@ -68,25 +85,43 @@ def register(metric):
     raise ValueError(f"metric {metric.name!r} is registered twice")
   if metric.protocol not in PROTOCOLS or not (metric.dlib_config or metric.own_config):
     raise ValueError(f"metric {metric.name!r}: needs a protocol in {PROTOCOLS} and a gin config")
+  if metric.paper_version_of is not None and (
+      metric.protocol != "paper" or
+      getattr(_METRICS.get(metric.paper_version_of), "protocol", None) != "dlib"):
+    raise ValueError(f"metric {metric.name!r}: only a paper-protocol metric is the paper version "
+                     "of a registered dlib-protocol metric")
   _METRICS[metric.name] = metric
   return metric
 
 
 def get(name):
+  """The metric called `name` (e.g. a result's `evaluation.name`)."""
   if name not in _METRICS:
     raise UserError(f"unknown metric {name!r}; choose from {', '.join(names())}.")
   return _METRICS[name]
 
 
-def names(protocol=None):
-  return [m.name for m in _METRICS.values() if protocol in (None, m.protocol)]
-
-
-def check_names(requested, flag="--metrics"):
-  """Raises a UserError naming every unknown metric of `requested`."""
+def lookup(requested, flag="--metrics"):
+  """The metrics named `requested`, in order; a UserError names every unknown one."""
   unknown = [m for m in requested if m not in _METRICS]
   if unknown:
     raise UserError(f"{flag}: unknown {unknown}; choose from {', '.join(names())}.")
+  return [_METRICS[m] for m in requested]
+
+
+def metrics(protocol=None):
+  """The registered metrics (of `protocol`), in the order registered."""
+  return [m for m in _METRICS.values() if protocol in (None, m.protocol)]
+
+
+def names(protocol=None):
+  return [m.name for m in metrics(protocol)]
+
+
+def paper_version(metric):
+  """The paper protocol's version of the dlib-protocol `metric`, or None."""
+  found = [m for m in _METRICS.values() if m.paper_version_of == metric.name]
+  return found[0] if found else None
 
 
 def bindings_for(metric, bindings):
@@ -150,22 +185,26 @@ register(Metric("factor_leakage", "factor_leakage_mean", ("factor_leakage", "dis
 # results named paper_<metric> so that both protocols sit in one aggregated JSON.
 _PAPER_MODULE = "lievae_tf.evaluation.paper_protocol"
 register(Metric("paper_factor_vae", "eval_accuracy", ("factor_vae_score", "prune_dims"),
-                own_config="paper_factor_vae.gin", protocol="paper",
+                own_config="paper_factor_vae.gin", protocol="paper", paper_version_of="factor_vae",
                 small_bindings=("factor_vae_score.num_variance_estimate = 5000",
                                 "factor_vae_score.num_train = 1000",
                                 "factor_vae_score.num_eval = 500"),
                 cost=123))
 register(Metric("paper_beta_vae", "eval_accuracy", ("paper_beta_vae",),
-                own_config="paper_beta_vae.gin", protocol="paper", module=_PAPER_MODULE))
+                own_config="paper_beta_vae.gin", protocol="paper", paper_version_of="beta_vae",
+                module=_PAPER_MODULE))
 register(Metric("paper_mig", "discrete_mig", ("paper_mig",), own_config="paper_mig.gin",
-                protocol="paper", module=_PAPER_MODULE))
+                protocol="paper", paper_version_of="mig", module=_PAPER_MODULE))
 register(Metric("paper_sap", "SAP_score", ("sap_score",), own_config="paper_sap.gin",
-                protocol="paper"))
+                protocol="paper", paper_version_of="sap"))
 register(Metric("paper_dci", "disentanglement", ("dci",), own_config="paper_dci.gin",
-                protocol="paper", cost=30))
+                protocol="paper", paper_version_of="dci", cost=30))
 register(Metric("paper_modularity", "modularity_score", ("modularity_explicitness", "discretizer"),
-                own_config="paper_modularity.gin", protocol="paper"))
+                own_config="paper_modularity.gin", protocol="paper",
+                paper_version_of="modularity"))
 register(Metric("paper_unsupervised", "mutual_info_score", ("unsupervised_metrics", "discretizer"),
-                own_config="paper_unsupervised.gin", protocol="paper"))
+                own_config="paper_unsupervised.gin", protocol="paper",
+                paper_version_of="unsupervised"))
 register(Metric("paper_factor_leakage", "factor_leakage_mean", ("paper_factor_leakage",),
-                own_config="paper_factor_leakage.gin", protocol="paper", module=_PAPER_MODULE))
+                own_config="paper_factor_leakage.gin", protocol="paper",
+                paper_version_of="factor_leakage", module=_PAPER_MODULE))

@@ -29,6 +29,7 @@ is the same whichever worker runs it and whatever ran before in that worker.
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import inspect
 import json
 import multiprocessing
@@ -39,6 +40,15 @@ import time
 
 from lievae_tf import model_dir
 from lievae_tf.errors import UserError
+from lievae_tf.evaluation import registry
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricJob:
+  """One metric's `dlib_evaluate --overwrite`: its gin config with `bindings`, into `output_dir`."""
+  metric: registry.Metric
+  output_dir: str
+  bindings: tuple
 
 
 class _SharedConstructors:
@@ -106,19 +116,19 @@ def _shared_loads():
 
 
 def _evaluate_one(representation_dir, job, log):
-  """dlib's `evaluate_with_gin` of one (name, output_dir, gin_config, bindings), with NumPy's
-  global random state seeded (see above); returns the seconds it took."""
+  """dlib's `evaluate_with_gin` of one `MetricJob`, with NumPy's global random state seeded (see
+  above); returns the seconds it took."""
   import gin  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from disentanglement_lib.evaluation import evaluate  # pylint: disable=g-import-not-at-top
-  name, output_dir, gin_config, bindings = job
+  name = job.metric.name
   started = time.time()
   log(f"evaluate_{name} ...")
   gin.clear_config()  # as a fresh dlib_evaluate process starts
   try:
-    gin.parse_config_files_and_bindings([gin_config], list(bindings))
+    gin.parse_config_files_and_bindings([job.metric.gin_config], list(job.bindings))
     np.random.seed(gin.query_parameter("evaluation.random_seed"))
-    evaluate.evaluate(representation_dir, output_dir, True)
+    evaluate.evaluate(representation_dir, job.output_dir, True)
   finally:
     gin.clear_config()
   seconds = time.time() - started
@@ -140,28 +150,28 @@ def _worker_evaluate(representation_dir, job):
   return _evaluate_one(representation_dir, job, log=lambda m: print(m, flush=True))
 
 
-def evaluate_metrics(representation_dir, jobs, log=print, processes=1, costs=None):
+def evaluate_metrics(representation_dir, jobs, log=print, processes=1):
   """Runs dlib's `evaluate_with_gin(representation_dir, output_dir, overwrite=True, [config],
-  bindings)` for each (name, output_dir, gin_config, bindings) of `jobs`, as
-  `dlib_evaluate --overwrite` would; returns {name: seconds}.
+  bindings)` for each `MetricJob` of `jobs`, as `dlib_evaluate --overwrite` would; returns
+  {metric name: seconds}.
 
-  processes: worker processes running metrics side by side (1: all in this process, in order);
-  costs: {name: relative cost}, to start the costliest first.
+  processes: worker processes running metrics side by side (1: all in this process, in order),
+  the costliest (`Metric.cost`) started first.
   """
   if processes < 1:
     raise UserError(f"metric processes = {processes}: give 1 or more.")
   jobs = list(jobs)
   if processes == 1 or len(jobs) == 1:
     with _shared_loads():
-      return {job[0]: _evaluate_one(representation_dir, job, log) for job in jobs}
-  costs = costs or {}
-  ordered = sorted(jobs, key=lambda job: -costs.get(job[0], 0))  # stable: ties keep their order
+      return {job.metric.name: _evaluate_one(representation_dir, job, log) for job in jobs}
+  ordered = sorted(jobs, key=lambda job: -job.metric.cost)  # stable: ties keep their order
   # spawn, not fork: TensorFlow's thread pools do not survive a fork.
   context = multiprocessing.get_context("spawn")
   seconds = {}
   with concurrent.futures.ProcessPoolExecutor(min(processes, len(jobs)), mp_context=context,
                                               initializer=_start_worker) as pool:
-    futures = {pool.submit(_worker_evaluate, representation_dir, job): job[0] for job in ordered}
+    futures = {pool.submit(_worker_evaluate, representation_dir, job): job.metric.name
+               for job in ordered}
     try:
       for future in concurrent.futures.as_completed(futures):
         seconds[futures[future]] = future.result()
@@ -172,7 +182,7 @@ def evaluate_metrics(representation_dir, jobs, log=print, processes=1, costs=Non
       for future in futures:
         future.cancel()
       raise
-  return {job[0]: seconds[job[0]] for job in jobs}
+  return {job.metric.name: seconds[job.metric.name] for job in jobs}
 
 
 # Written by dlib on every run: a random id and the wall time.

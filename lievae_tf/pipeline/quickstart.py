@@ -33,9 +33,10 @@ def _run(args, env, log_path, show=None):
 
 def run(work_dir, gin_configs=None, gin_bindings=(), metrics=METRICS, overwrite=False,
         factor_sizes=QUICKSTART_GRID):
-  """Runs the pipeline in `work_dir`; returns {metric: score}."""
+  """Runs the pipeline in `work_dir`, scoring with the metrics named `metrics`; returns
+  {metric name: score}."""
   gin_configs = gin_configs or [shipped_gin_configs.path("quickstart.gin")]
-  registry.check_names(metrics)
+  metrics = registry.lookup(metrics)
   if os.path.exists(work_dir):
     if not overwrite:
       raise UserError(f"{work_dir} already exists; pass --overwrite to replace it, or choose "
@@ -59,24 +60,26 @@ def run(work_dir, gin_configs=None, gin_bindings=(), metrics=METRICS, overwrite=
 
   postprocess = scoring.postprocess_step(model_dir)
   _run(postprocess.command, env, os.path.join(logs, f"{postprocess.name}.log"))
-  for step in scoring.metric_steps(model_dir, [(m, registry.get(m).small_bindings)
+  for step in scoring.metric_steps(model_dir, [registry.BoundMetric(m, m.small_bindings)
                                                for m in metrics]):
     _run(step.command, env, os.path.join(logs, f"{step.name}.log"))
 
   aggregated = os.path.join(work_dir, "results.json")
-  _run(scoring.aggregate_command(scoring.evaluations_pattern(model_dir), aggregated), env,
+  _run(scoring.aggregate_command(model_dir, aggregated), env,
        os.path.join(logs, "aggregate.log"))
-  return read_scores(aggregated)
+  return read_scores(aggregated, metrics)
 
 
-def read_scores(aggregated_json):
-  """{metric name: score} from the JSON that `dlib_aggregate_results` wrote."""
+def read_scores(aggregated_json, metrics):
+  """{metric name: score} of the `registry.Metric`s `metrics` from the JSON that
+  `dlib_aggregate_results` wrote."""
   from disentanglement_lib.utils import aggregate_results  # pylint: disable=g-import-not-at-top
   frame = aggregate_results.load_aggregated_json_results(aggregated_json)
+  by_name = {m.name: m for m in metrics}
   scores = {}
   for _, row in frame.iterrows():
-    metric = row["evaluation_config.evaluation.name"].strip("'\"")
-    scores[metric] = float(row[f"evaluation_results.{registry.get(metric).score_key}"])
+    metric = by_name[row["evaluation_config.evaluation.name"].strip("'\"")]
+    scores[metric.name] = float(row[f"evaluation_results.{metric.score_key}"])
   return scores
 
 

@@ -17,16 +17,12 @@ from lievae_tf.evaluation import registry
 from lievae_tf.errors import UserError
 from lievae_tf.pipeline import commands
 
-# marker: the file whose existence says the step finished; command: its argv.
-Step = collections.namedtuple("Step", "name marker command")
+# marker: the file whose existence says the step finished; command: its argv; metric: the
+# registry.Metric an evaluation step scores.
+Step = collections.namedtuple("Step", "name marker command metric", defaults=(None,))
 
 REPRESENTATION = "mean"  # dlib's postprocess_configs/mean.gin
 EVALUATE_LOGS = "evaluate_logs"
-
-
-def finished_marker(output_dir, step):
-  """dlib writes `<output_dir>/results/aggregate/<step>.json` last: it marks the step finished."""
-  return os.path.join(output_dir, model_dir_lib.RESULTS_DIR, "aggregate", f"{step}.json")
 
 
 def representation_dir(model_dir):
@@ -34,7 +30,7 @@ def representation_dir(model_dir):
 
 
 def metric_dir(model_dir, metric):
-  return os.path.join(model_dir, "metrics", REPRESENTATION, metric)
+  return os.path.join(model_dir, "metrics", REPRESENTATION, metric.name)
 
 
 def postprocess_step(model_dir):
@@ -42,63 +38,62 @@ def postprocess_step(model_dir):
   partial directory behind)."""
   config = os.path.join(registry.dlib_config_dir(), "postprocess_configs", f"{REPRESENTATION}.gin")
   output_dir = representation_dir(model_dir)
-  return Step("postprocess", finished_marker(output_dir, "postprocess"),
+  return Step("postprocess", model_dir_lib.finished_marker(output_dir, "postprocess"),
               commands.console_command("dlib_postprocess") + [
                   f"--model_dir={model_dir}", f"--output_dir={output_dir}",
                   f"--gin_config={config}", "--overwrite"])
 
 
-def evaluate_gin(metric, bindings):
-  """(gin config, gin bindings) of one metric's `dlib_evaluate`; bindings of other metrics are
-  dropped."""
-  entry = registry.get(metric)
-  return entry.gin_config, [f"evaluation.name = '{metric}'"] + registry.bindings_for(entry,
-                                                                                  bindings)
+def evaluate_bindings(metric, bindings):
+  """The gin bindings of `metric`'s `dlib_evaluate` (with its gin config): its
+  `evaluation.name`, then those of `bindings` that configure it (other metrics' are dropped)."""
+  return [f"evaluation.name = '{metric.name}'"] + registry.bindings_for(metric, bindings)
 
 
 def evaluate_command(representation, output_dir, metric, bindings):
-  """The stock `dlib_evaluate` of one metric."""
-  gin_config, gin_bindings = evaluate_gin(metric, bindings)
+  """The stock `dlib_evaluate` of one `registry.Metric`."""
+  gin_bindings = evaluate_bindings(metric, bindings)
   return commands.console_command("dlib_evaluate") + [
       f"--input_dir={representation}", f"--output_dir={output_dir}",
-      f"--gin_config={gin_config}", f"--gin_bindings={gin_bindings[0]}", "--overwrite"
+      f"--gin_config={metric.gin_config}", f"--gin_bindings={gin_bindings[0]}", "--overwrite"
   ] + [f"--gin_bindings={b}" for b in gin_bindings[1:]]
 
 
 def metric_steps(model_dir, metrics, metric_bindings=()):
-  """One stock `dlib_evaluate` step per (metric, bindings) of `metrics`."""
-  return [Step(f"evaluate_{metric}", finished_marker(metric_dir(model_dir, metric), "evaluation"),
-               evaluate_command(representation_dir(model_dir), metric_dir(model_dir, metric),
-                                metric, list(bindings) + list(metric_bindings)))
-          for metric, bindings in metrics]
+  """One stock `dlib_evaluate` step per `registry.BoundMetric` of `metrics`."""
+  return [Step(f"evaluate_{bound.metric.name}",
+               model_dir_lib.finished_marker(metric_dir(model_dir, bound.metric), "evaluation"),
+               evaluate_command(representation_dir(model_dir), metric_dir(model_dir, bound.metric),
+                                bound.metric, list(bound.bindings) + list(metric_bindings)),
+               bound.metric)
+          for bound in metrics]
 
 
 def lievae_evaluate_command(model_dir, study, metrics, metric_processes, metric_bindings=()):
-  """`lievae_evaluate` of `metrics` (names, final: paper_<metric> stays as it is) with `study`'s
-  sizes, without its postprocessing and aggregation (a sweep runs them itself)."""
+  """`lievae_evaluate` of the `registry.Metric`s `metrics` (each by its name, under
+  --protocol=dlib: a paper-protocol metric stays as it is) with `study`'s sizes, without its
+  postprocessing and aggregation (a sweep runs them itself)."""
   # No study (a --study_file's): lievae_evaluate's default study, whose metrics have dlib's sizes.
   return commands.console_command("lievae_evaluate") + [
       f"--model_dir={model_dir}"] + ([f"--study={study}"] if study else []) + [
-      f"--metrics={','.join(metrics)}",
+      f"--metrics={','.join(m.name for m in metrics)}",
       "--protocol=dlib", f"--metric_processes={metric_processes}", "--nopostprocess",
       "--noaggregate"] + [f"--metric_bindings={b}" for b in metric_bindings]
 
 
-def aggregate_command(pattern, output_path):
-  """The stock `dlib_aggregate_results` of the evaluations `pattern` matches."""
+def aggregate_command(model_dirs, output_path):
+  """The stock `dlib_aggregate_results` of every evaluation of the model_dirs that the pattern
+  `model_dirs` matches."""
+  evaluations = model_dir_lib.finished_marker(os.path.join(model_dirs, "metrics", "*", "*"),
+                                              "evaluation")
   return commands.console_command("dlib_aggregate_results") + [
-      f"--result_file_pattern={pattern}", f"--output_path={output_path}"]
-
-
-def evaluations_pattern(model_dirs):
-  """Every evaluation of the model_dirs the pattern `model_dirs` matches."""
-  return finished_marker(os.path.join(model_dirs, "metrics", "*", "*"), "evaluation")
+      f"--result_file_pattern={evaluations}", f"--output_path={output_path}"]
 
 
 def score_model(model_dir, metrics, metric_bindings=(), env=None, stock_dlib_evaluate=False,
                 metric_processes=1, postprocess=True, aggregate=True):
   """`lievae_evaluate`: postprocesses (mean) the trained `model_dir`, scores it with `metrics`
-  ([(metric, bindings)]), every step redone, then aggregates every evaluation of it (both
+  ([registry.BoundMetric]), every step redone, then aggregates every evaluation of it (both
   protocols' alike) into model_dir/metrics/results.json; logs in model_dir/evaluate_logs.
 
   The metrics run in `metric_processes` processes of dlib's own evaluation (1: this one), or with
@@ -126,16 +121,15 @@ def score_model(model_dir, metrics, metric_bindings=(), env=None, stock_dlib_eva
     print(f"{step.name} done in {time.time() - started:.0f} s", flush=True)
   if not stock_dlib_evaluate:
     from lievae_tf.evaluation import suite  # pylint: disable=g-import-not-at-top
-    jobs = [(metric, metric_dir(model_dir, metric)) +
-            evaluate_gin(metric, list(bindings) + list(metric_bindings))
-            for metric, bindings in metrics]
+    jobs = [suite.MetricJob(bound.metric, metric_dir(model_dir, bound.metric),
+                            tuple(evaluate_bindings(
+                                bound.metric, list(bound.bindings) + list(metric_bindings))))
+            for bound in metrics]
     suite.evaluate_metrics(representation_dir(model_dir), jobs,
-                           log=lambda m: print(m, flush=True), processes=metric_processes,
-                           costs={m: registry.get(m).cost for m, _ in metrics})
+                           log=lambda m: print(m, flush=True), processes=metric_processes)
   if aggregate:
-    metrics_dir = os.path.join(model_dir, "metrics")
-    commands.run_logged(aggregate_command(evaluations_pattern(model_dir),
-                                          os.path.join(metrics_dir, "results.json")),
+    commands.run_logged(aggregate_command(model_dir,
+                                          os.path.join(model_dir, "metrics", "results.json")),
                         env, os.path.join(log_dir, "aggregate.log"))
 
 

@@ -398,7 +398,7 @@ def conclude(study, states, env):
                     f"{', '.join(unfinished)}; repeat the same command to submit them.")
   from lievae_tf.pipeline import sweep  # pylint: disable=g-import-not-at-top
   results = os.path.join(study.output_dir, "results.json")
-  commands.run_logged(sweep.aggregate_command(study.output_dir), env,
+  commands.run_logged(sweep.aggregate_sweep_command(study.output_dir), env,
                       os.path.join(study.output_dir, "logs", "aggregate.log"))
   print(f"lievae_sweep: all {len(states)} runs finished; aggregated results in {results}",
         flush=True)

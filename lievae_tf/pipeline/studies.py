@@ -12,10 +12,13 @@ from lievae_tf.evaluation import registry
 from lievae_tf.errors import UserError
 
 Setting = collections.namedtuple("Setting", "name gin_configs bindings")
-# small: the study scores with the registry's small sizes (also for the paper protocol's metrics).
+# metrics: [registry.BoundMetric]; small: the study scores with the registry's small sizes (also
+# for the paper protocol's metrics).
 Study = collections.namedtuple("Study", "description settings metrics small", defaults=(False,))
-# Which metrics score a study: its own (dlib's configs), the paper code's protocol, or both.
-PROTOCOLS = ("dlib", "paper", "both")
+# Which metrics score a study: its own (dlib's configs), the paper code's protocol, or both: a
+# choice of `registry.PROTOCOLS`, not a metric's protocol.
+BOTH = "both"
+PROTOCOL_CHOICES = registry.PROTOCOLS + (BOTH,)
 
 # The metrics of the paper's table, at dlib's sizes (registry: the paper protocol's own).
 PAPER_TABLE_METRICS = ("factor_vae", "mig", "sap", "dci")
@@ -23,9 +26,10 @@ PAPER_TABLE_METRICS = ("factor_vae", "mig", "sap", "dci")
 ALL_METRICS = "all"  # --metrics=all: every metric of the registry's dlib protocol
 
 
-def study_metrics(names, small=False):
-  """[(metric, bindings)] of a study; `small`: the registry's sizes for a 2-core CPU."""
-  return tuple((name, registry.get(name).small_bindings if small else ()) for name in names)
+def study_metrics(metrics, small=False):
+  """The `registry.BoundMetric`s of a study's `metrics`; `small`: the registry's sizes for a
+  2-core CPU."""
+  return tuple(registry.BoundMetric(m, m.small_bindings if small else ()) for m in metrics)
 
 
 def _models(dataset):
@@ -37,7 +41,7 @@ def _models(dataset):
 _SHORT = ("model.training_steps = 1000", "model.batch_size = 64", "model.eval_steps = 10",
           "training.checkpoint_every = 500")
 
-_PAPER_TABLE = study_metrics(PAPER_TABLE_METRICS)
+_PAPER_TABLE = study_metrics(registry.lookup(PAPER_TABLE_METRICS))
 
 STUDIES = {
     "paper_dsprites": Study("The paper's dSprites runs (run with --seeds=0-9).",
@@ -51,7 +55,7 @@ STUDIES = {
         "CLG-VAE vs no_exp vs β-VAE, 1,000 steps at batch 64, small metric sizes: for the "
         "SYNTHETIC dSprites-format data of `lievae_make_data` (docs/comparison_synthetic.md).",
         tuple(Setting(s.name, s.gin_configs, _SHORT) for s in _models("dsprites")),
-        study_metrics(PAPER_TABLE_METRICS, small=True), small=True),
+        study_metrics(registry.lookup(PAPER_TABLE_METRICS), small=True), small=True),
 }
 
 
@@ -61,31 +65,35 @@ def get_study(name):
   return STUDIES[name]
 
 
-def _in_protocol(name, protocol):
-  """A metric named without `paper_` in the protocol: `mig` is `paper_mig` under 'paper' and both
-  under 'both' (those registered); a `paper_` name stays as it is."""
-  if name.startswith("paper_") or protocol == "dlib":
-    return [name]
-  paper = "paper_" + name
-  if protocol == "paper":
+def _in_protocols(metric, choice):
+  """A dlib-protocol metric under the choice 'paper' is its paper version, under 'both' itself
+  and its paper version (if registered); a paper-protocol metric stays as it is."""
+  if metric.protocol == "paper" or choice == "dlib":
+    return [metric]
+  paper = registry.paper_version(metric)
+  if choice == "paper":
+    if paper is None:
+      raise UserError(f"--metrics={metric.name} has no paper-protocol version: score it with "
+                      "--protocol=dlib or both.")
     return [paper]
-  return [m for m in (name, paper) if m in registry.names()] or [name]
+  return [metric] + ([paper] if paper else [])
 
 
 def choose_metrics(study, metrics=None, protocol="dlib"):
-  """[(metric, bindings)]: the study's own metrics (protocol 'dlib'), every metric of the paper
-  code's protocol ('paper'), or both; or `metrics` in the protocol instead (see `_in_protocol`),
-  with the study's bindings of each (small sizes for a small study's paper metrics)."""
-  if protocol not in PROTOCOLS:
-    raise UserError(f"--protocol={protocol!r}: choose one of {', '.join(PROTOCOLS)}.")
+  """[registry.BoundMetric]: the study's own metrics (protocol 'dlib'), every metric of the paper
+  code's protocol ('paper'), or both; or the metrics named `metrics` under that choice instead
+  (see `_in_protocols`), with the study's bindings of each (small sizes for a small study's paper
+  metrics)."""
+  if protocol not in PROTOCOL_CHOICES:
+    raise UserError(f"--protocol={protocol!r}: choose one of {', '.join(PROTOCOL_CHOICES)}.")
+  paper_metrics = study_metrics(registry.metrics("paper"), small=study.small)
   if metrics:
-    if list(metrics) == [ALL_METRICS]:
-      metrics = registry.names(protocol="dlib")
-    names = [m for name in metrics for m in _in_protocol(name, protocol)]
-    registry.check_names(names)
-    known = dict(study.metrics + study_metrics(registry.names("paper"), small=study.small))
-    return [(m, known.get(m, ())) for m in names]
-  chosen = list(study.metrics) if protocol in ("dlib", "both") else []
-  if protocol in ("paper", "both"):
-    chosen += study_metrics(registry.names("paper"), small=study.small)
+    requested = (registry.metrics("dlib") if list(metrics) == [ALL_METRICS]
+                 else registry.lookup(metrics))
+    known = {b.metric: b.bindings for b in study.metrics + paper_metrics}
+    return [registry.BoundMetric(m, known.get(m, ()))
+            for metric in requested for m in _in_protocols(metric, protocol)]
+  chosen = list(study.metrics) if protocol in ("dlib", BOTH) else []
+  if protocol in ("paper", BOTH):
+    chosen += paper_metrics
   return chosen

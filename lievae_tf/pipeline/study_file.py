@@ -19,6 +19,7 @@ import runpy
 
 from lievae_tf import gin_configs as shipped_gin_configs
 from lievae_tf.errors import UserError
+from lievae_tf.evaluation import registry
 from lievae_tf.pipeline import studies
 
 _PARAMETER = re.compile(r"^[A-Za-z_][\w.]*\.[A-Za-z_]\w*$")  # [scope/]Configurable.parameter
@@ -82,13 +83,9 @@ def load(path):
   if isinstance(metrics, str) or not isinstance(metrics, (list, tuple)) or not metrics:
     raise UserError(f"{where}: METRICS must be a non-empty list of metric names, e.g. "
                     "['mig', 'factor_vae'].")
-  from lievae_tf.evaluation import registry  # pylint: disable=g-import-not-at-top
-  try:
-    registry.check_names(list(metrics))
-  except UserError as e:
-    raise UserError(f"{where}: METRICS: {e}") from None
   study = studies.Study(str(defined.get("DESCRIPTION", f"the study of {path}")), tuple(settings),
-                        studies.study_metrics(metrics))
+                        studies.study_metrics(registry.lookup(list(metrics),
+                                                              flag=f"{where}: METRICS")))
   check_bindings(study, where)
   return study
 

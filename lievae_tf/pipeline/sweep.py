@@ -49,7 +49,8 @@ def parse_seeds(text):
 
 
 class SweepRun:
-  """One (setting, seed) of a sweep: its model_dir and the commands of its steps."""
+  """One (setting, seed) of a sweep: its model_dir and the commands of its steps; `metrics`:
+  [registry.BoundMetric]."""
 
   def __init__(self, output_dir, setting, seed, metrics, extra_bindings=(),
                metric_bindings=(), study=None, metric_processes=None):
@@ -81,14 +82,15 @@ class SweepRun:
   def pending(self):
     """The steps not finished yet; with `metric_processes`, the pending metrics as one step."""
     pending = [s for s in self.steps() if not os.path.isfile(s.marker)]
-    evaluations = [s for s in pending if s.name.startswith("evaluate_")]
+    evaluations = [s for s in pending if s.metric]
     if not self.metric_processes or not evaluations:
       return pending
-    metrics = [s.name[len("evaluate_"):] for s in evaluations]
+    metrics = [s.metric for s in evaluations]
     command = scoring.lievae_evaluate_command(self.model_dir, self.study, metrics,
                                               self.metric_processes, self.metric_bindings)
     return [s for s in pending if s not in evaluations] + [
-        scoring.Step("evaluate_" + "+".join(metrics), evaluations[-1].marker, command)]
+        scoring.Step("evaluate_" + "+".join(m.name for m in metrics), evaluations[-1].marker,
+                     command)]
 
 
 def expand(study, output_dir, seeds, settings=None, extra_bindings=(), metric_bindings=(),
@@ -108,10 +110,9 @@ def expand(study, output_dir, seeds, settings=None, extra_bindings=(), metric_bi
           for s in chosen for seed in seeds]
 
 
-def aggregate_command(output_dir):
+def aggregate_sweep_command(output_dir):
   """The stock `dlib_aggregate_results` of every evaluation of a sweep's runs."""
-  return scoring.aggregate_command(scoring.evaluations_pattern(os.path.join(output_dir, "*",
-                                                                            "seed*")),
+  return scoring.aggregate_command(os.path.join(output_dir, "*", "seed*"),
                                    os.path.join(output_dir, "results.json"))
 
 
@@ -121,7 +122,7 @@ def print_commands(runs, output_dir, file=None):
     pending = run.pending()
     if pending:
       print(" && ".join(shlex.join(step.command) for step in pending), file=file)
-  print(shlex.join(aggregate_command(output_dir)), file=file)
+  print(shlex.join(aggregate_sweep_command(output_dir)), file=file)
 
 
 def run_sweep(runs, output_dir, jobs=1, env=None):
@@ -175,7 +176,7 @@ def run_sweep(runs, output_dir, jobs=1, env=None):
                          f"their work ({', '.join(stopped)}); re-run the same command to resume "
                          "them.")
   results = os.path.join(output_dir, "results.json")
-  commands.run_logged(aggregate_command(output_dir), env,
+  commands.run_logged(aggregate_sweep_command(output_dir), env,
                       os.path.join(output_dir, "logs", "aggregate.log"))
   print(f"lievae_sweep: all {total} runs finished; aggregated results in {results}", flush=True)
   return results

@@ -9,6 +9,7 @@ import gin
 DATA_ENV = "DISENTANGLEMENT_LIB_DATA"  # where dlib (and we) look for every dataset
 PAPER_NUM_CHANNELS = {"dsprites": 1, "shapes3d": 3}  # the paper code's dataset names
 SHAPES3D_H5_FILENAME = "3dshapes.h5"  # the public 3DShapes file
+SHAPES3D_FULL_FACTOR_SIZES = (10, 10, 10, 8, 4, 15)  # its factor grid (480,000 images)
 
 
 def data_root():

@@ -28,7 +28,6 @@ from lievae_tf.errors import UserError
 
 DLIB_NPZ_FILENAME = ("look-at-object-room_floor-hueXwall-hueXobj-hueXobj-sizeXobj-shapeXview-azi"
                      ".npz")
-FULL_FACTOR_SIZES = (10, 10, 10, 8, 4, 15)
 _CHUNK_IMAGES = 4800  # 59 MB of uint8 images per read/write
 
 
@@ -269,9 +268,10 @@ def write_dlib_npz(h5_path, root=None, overwrite=False):
     if int(np.prod(sizes)) != len(images):
       raise UserError(f"{h5_path}: its labels do not form a full factor grid ({sizes}, "
                       f"{len(images)} images).")
-    if sizes != FULL_FACTOR_SIZES:
+    if sizes != data.SHAPES3D_FULL_FACTOR_SIZES:
       print(f"warning: {h5_path} has factor sizes {sizes}; dlib's own Shapes3D assumes "
-            f"{FULL_FACTOR_SIZES} (the lean one installed here reads the file's grid).")
+            f"{data.SHAPES3D_FULL_FACTOR_SIZES} (the lean one installed here reads the file's "
+            "grid).")
     with model_dir.atomic_file(path) as tmp:
       # Stored, not deflated: the images barely compress and deflate would cost minutes.
       with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:

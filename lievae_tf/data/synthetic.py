@@ -30,6 +30,7 @@ import os
 
 import numpy as np
 
+from lievae_tf import data
 from lievae_tf import model_dir
 
 DSPRITES_FACTOR_NAMES = ("color", "shape", "scale", "orientation", "posX", "posY")
@@ -310,7 +311,6 @@ def write_synthetic_dsprites(data_root, factor_sizes=DSPRITES_FULL_FACTOR_SIZES,
 # horizon tilts and the object slides sideways, as a camera turning round the room would show).
 
 SHAPES3D_FACTOR_NAMES = ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation")
-SHAPES3D_FULL_FACTOR_SIZES = (10, 10, 10, 8, 4, 15)
 SHAPES3D_SHAPE_NAMES = ("cube", "cylinder", "sphere", "capsule")
 
 
@@ -363,7 +363,7 @@ def _shapes3d_masks(scales, n_shape, orientations):
   return floor, np.stack(masks, axis=1)
 
 
-def render_shapes3d_chunks(factor_sizes=SHAPES3D_FULL_FACTOR_SIZES):
+def render_shapes3d_chunks(factor_sizes=data.SHAPES3D_FULL_FACTOR_SIZES):
   """Yields (images uint8 (k, 64, 64, 3), labels float64 (k, 6)) in C order over the grid, one
   (floor hue, wall hue) block at a time, so that the full grid never needs to be in memory."""
   sizes = _validate_shapes3d_sizes(factor_sizes)
@@ -384,7 +384,8 @@ def render_shapes3d_chunks(factor_sizes=SHAPES3D_FULL_FACTOR_SIZES):
       yield np.rint(images).astype(np.uint8).reshape(-1, _IMAGE_SIZE, _IMAGE_SIZE, 3), labels
 
 
-def write_synthetic_shapes3d_h5(path, factor_sizes=SHAPES3D_FULL_FACTOR_SIZES, overwrite=False):
+def write_synthetic_shapes3d_h5(path, factor_sizes=data.SHAPES3D_FULL_FACTOR_SIZES,
+                                overwrite=False):
   """Writes a SYNTHETIC 3DShapes-format h5 (`images` uint8 (N, 64, 64, 3), `labels` (N, 6)) at
   `path`, atomically, block by block. Returns the path."""
   import h5py  # pylint: disable=g-import-not-at-top

@@ -24,6 +24,8 @@ from lievae_tf.data import DATA_ENV
 from lievae_tf.data import shapes3d as shapes3d_h5  # registers `lievae_data` with gin
 from lievae_tf.errors import UserError
 
+# How training batches are drawn (`training.batch_order`, `make_input_fn`'s `order`).
+BATCH_ORDERS = ("uniform", "epochs")
 
 
 def _expected_path(name):
@@ -155,8 +157,8 @@ def make_input_fn(ground_truth_data, global_batch_size, seed, start_step=0, orde
   """
   shape = observation_shape(ground_truth_data)
   images = image_grid(ground_truth_data)
-  if order not in ("uniform", "epochs"):
-    raise ValueError(f"order {order!r} is not 'uniform' or 'epochs'")
+  if order not in BATCH_ORDERS:
+    raise ValueError(f"order {order!r} is not one of {BATCH_ORDERS}")
   if order == "epochs":
     if images is None:
       raise UserError(

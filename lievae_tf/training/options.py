@@ -3,12 +3,11 @@
 import gin
 import tensorflow as tf
 
+from lievae_tf.data.ground_truth import BATCH_ORDERS
 from lievae_tf.errors import UserError
 from lievae_tf.keras2 import keras
 from lievae_tf.models.base import PRECISIONS
 from lievae_tf.training import adam
-
-BATCH_ORDERS = ("uniform", "epochs")
 
 
 @gin.configurable("training")

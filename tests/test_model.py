@@ -242,6 +242,10 @@ def test_optimizer_is_adam_with_pytorch_defaults():
 def test_bad_model_settings_are_clear_errors():
   with pytest.raises(UserError, match="recons_loss_type 'mse'"):
     models.LieGroupVAE(recons_loss_type="mse")
+  # The same check for a model whose loss is dlib's `BaseVAE` loss (its class names the type).
+  images = tf.zeros([1, 64, 64, 1])
+  with pytest.raises(UserError, match="recons_loss_type 'mse' is not one of .*'bce'.*'l2'"):
+    base.reconstruction_loss(images, images, "mse")
   with pytest.raises(UserError, match="forward_eg_prob 1.5"):
     models.LieGroupVAE(forward_eg_prob=1.5)
   with pytest.raises(UserError, match="not a perfect square"):

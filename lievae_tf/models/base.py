@@ -84,6 +84,13 @@ def total_kl(kl_per_dim):
   return tf.reduce_mean(tf.reduce_sum(kl_per_dim, axis=1))
 
 
+def check_reconstruction_loss(loss_type):
+  """Raises a UserError unless `loss_type` (a model's `recons_loss_type`) is one we compute."""
+  if loss_type not in RECONSTRUCTION_LOSSES:
+    raise UserError(f"recons_loss_type {loss_type!r} is not one of {RECONSTRUCTION_LOSSES}: use "
+                    "'bce' for binary images (dSprites) or 'l2'.")
+
+
 def reconstruction_loss(images, logits, loss_type="bce"):
   """dlib's `make_reconstruction_loss` on logits, summed over pixels and averaged over the batch.
 
@@ -91,13 +98,11 @@ def reconstruction_loss(images, logits, loss_type="bce"):
   default; the paper code's on dSprites); 'l2': `l2_loss`, the squared error of sigmoid(logits)
   (the paper code's on 3DShapes).
   """
+  check_reconstruction_loss(loss_type)
   if loss_type == "bce":
     per_pixel = tf.nn.sigmoid_cross_entropy_with_logits(labels=images, logits=logits)
-  elif loss_type == "l2":
+  else:  # 'l2'
     per_pixel = tf.square(tf.sigmoid(logits) - images)
-  else:
-    raise UserError(f"reconstruction loss {loss_type!r} is not one of {RECONSTRUCTION_LOSSES}: "
-                    "use 'bce' for binary images (dSprites) or 'l2'.")
   return tf.reduce_mean(tf.reduce_sum(per_pixel, axis=[1, 2, 3]))
 
 

@@ -78,10 +78,7 @@ class LieGroupVAE(base.GaussianEncoderVAE):
                seed: int = 0,
                name="lie_group_vae"):
     # No **kwargs: gin can then reject a misspelt binding by name.
-    if recons_loss_type not in base.RECONSTRUCTION_LOSSES:
-      raise UserError(f"recons_loss_type {recons_loss_type!r} is not one of "
-                      f"{base.RECONSTRUCTION_LOSSES}: use 'bce' for binary images (dSprites) or "
-                      "'l2'.")
+    base.check_reconstruction_loss(recons_loss_type)
     if commutator not in lie_group.COMMUTATORS:
       raise UserError(f"commutator {commutator!r} is not one of {lie_group.COMMUTATORS}: "
                       "'paper_code' is the paper code's penalty (each basis product minus its "

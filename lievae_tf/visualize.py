@@ -5,8 +5,9 @@ image), and for each latent a row in which that latent alone is swept over [-lim
 the others keep the base values; every code is decoded through the group map (the exponential
 map), i.e. `sigmoid(decode(expmap(z)))`.
 
-All of it runs eagerly in a Keras callback every `training.image_every` steps, outside the compiled
-training step, so that the step itself is not slowed down.
+All of it runs eagerly in a Keras callback (`training.callbacks.ImageLogger`) every
+`training.image_every` steps, outside the compiled training step, so that the step itself is not
+slowed down.
 """
 
 import io
@@ -17,7 +18,6 @@ import tensorflow as tf
 
 from lievae_tf import random_streams
 from lievae_tf.data import ground_truth as data_lib
-from lievae_tf.keras2 import keras
 
 TRAVERSALS_PNG = "latent_traversals.png"
 RECONSTRUCTIONS_PNG = "reconstructions.png"
@@ -98,26 +98,3 @@ def result_images(vae, ground_truth_data, seed):
   images = sample_images(ground_truth_data, seed)
   return {TRAVERSALS_PNG: png(traversals(vae, images[0])),
           RECONSTRUCTIONS_PNG: png(reconstructions(vae, images))}
-
-
-class ImageLogger(keras.callbacks.Callback):
-  """Every `every` steps and at the last one: TensorBoard images `reconstructions` and
-  `latent_traversals` of fixed images."""
-
-  def __init__(self, writer, every, images):
-    super().__init__()
-    self._supports_tf_logs = True
-    self.writer, self.every, self.images = writer, every, images
-
-  def on_epoch_begin(self, epoch, logs=None):
-    # Counted as training.callbacks.StepCounting does (not imported here: an import cycle).
-    self._epoch_start_step = int(self.model.optimizer.iterations.numpy())
-
-  def on_train_batch_end(self, batch, logs=None):
-    step = self._epoch_start_step + batch + 1
-    if step % self.every and batch + 1 != self.params["steps"]:
-      return
-    with self.writer.as_default(step=step):
-      tf.summary.image("reconstructions", reconstructions(self.model, self.images)[None])
-      tf.summary.image("latent_traversals", traversals(self.model, self.images[0])[None])
-    self.writer.flush()

@@ -288,6 +288,18 @@ def test_tensorboard_images_and_the_traversal_png(trained_model_dir):
   np.testing.assert_allclose(png, expected, atol=1 / 255 + 1e-4)
 
 
+def test_the_pictures_import_no_training_stage():
+  # Training's image callback uses `visualize`; `visualize` must not import training back (an
+  # import cycle once made it keep a copy of training's step counting).
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  check = ("import sys; import lievae_tf.visualize; "
+           "print(sorted(m for m in sys.modules if m.startswith('lievae_tf.training')))")
+  result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                          check=True)
+  assert result.stdout.strip() == "[]"
+
+
 def test_a_train_gin_written_before_the_staged_layout_still_trains(tmp_path):
   """Gin names are the user's interface: a saved train.gin of lievae_tf 0.1.0 parses and trains,
   and the run it makes saves every one of its bindings again (new options may add more)."""

@@ -1,6 +1,6 @@
-"""The Keras callbacks of a run: stop on a non-finite loss, TensorBoard scalars, periodic
-checkpoints, a checkpoint on a stop signal (preemption, a time limit, Ctrl-C) and the progress
-bar."""
+"""The Keras callbacks of a run: stop on a non-finite loss, TensorBoard scalars and images
+(`visualize`), periodic checkpoints, a checkpoint on a stop signal (preemption, a time limit,
+Ctrl-C) and the progress bar."""
 
 import contextlib
 import math
@@ -14,6 +14,7 @@ import tensorflow as tf
 import tqdm
 
 from lievae_tf import errors
+from lievae_tf import visualize
 from lievae_tf.errors import UserError
 from lievae_tf.keras2 import keras
 from lievae_tf.training import checkpoints
@@ -95,6 +96,27 @@ class PeriodicCheckpoint(StepCounting):
   def on_train_batch_end(self, batch, logs=None):
     if self.step(batch) % self.every == 0:
       checkpoints.save_checkpoint(self.manager, self.model)
+
+
+class ImageLogger(StepCounting):
+  """Every `every` steps and at the last one: TensorBoard images `reconstructions` and
+  `latent_traversals` of fixed images."""
+
+  def __init__(self, writer, every, images):
+    super().__init__()
+    self._supports_tf_logs = True
+    self.writer, self.every, self.images = writer, every, images
+
+  def on_train_batch_end(self, batch, logs=None):
+    step = self.step(batch)
+    if step % self.every and batch + 1 != self.params["steps"]:
+      return
+    with self.writer.as_default(step=step):
+      tf.summary.image("reconstructions",
+                       visualize.reconstructions(self.model, self.images)[None])
+      tf.summary.image("latent_traversals",
+                       visualize.traversals(self.model, self.images[0])[None])
+    self.writer.flush()
 
 
 class ProgressBar(keras.callbacks.Callback):

@@ -263,7 +263,7 @@ def fit(run, training_steps):
                  callbacks_lib.PeriodicCheckpoint(run.manager, options["checkpoint_every"]),
                  checkpoint_on_stop, progress]
     if run.chief and options["image_every"]:
-      callbacks.append(visualize.ImageLogger(
+      callbacks.append(callbacks_lib.ImageLogger(
           summary_writer, options["image_every"],
           visualize.sample_images(run.ground_truth_data, run.random_seed)))
     try:

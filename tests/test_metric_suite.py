@@ -48,7 +48,7 @@ def test_all_metrics_in_one_process_equal_the_stock_commands(protocol, trained_m
     stock = conftest.command(*suite.seeded_stock_command(scoring.evaluate_command(
         representation_dir, stock_dir, metric, small), metric.gin_config))
     assert stock.returncode == 0, stock.stderr[-3000:]
-    one_process = suite.comparable_results(scoring.metric_dir(model_dir, metric))
-    assert one_process == suite.comparable_results(stock_dir), metric.name
-    assert metric.score_key in one_process["evaluation_results"] or (
+    in_suite = suite.comparable_results(scoring.metric_dir(model_dir, metric))
+    assert in_suite == suite.comparable_results(stock_dir), metric.name
+    assert metric.score_key in in_suite["evaluation_results"] or (
         metric.name.startswith("downstream"))  # scored at 10 and 100 training points here

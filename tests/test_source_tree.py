@@ -48,7 +48,8 @@ _DEFINED_ONCE = [
     ("a step's finished marker", r"RESULTS_DIR,\s*[\"']aggregate[\"']"),
     ("the aggregation command", r"^\s*def aggregate_command\b"),
     ("training's step counting", r"_epoch_start_step\s*=\s*int\("),
-    ("the reconstruction-loss check", r"UserError\(f[\"'](?:recons_loss_type|reconstruction loss) "),
+    ("the reconstruction-loss check",
+     r"UserError\(f[\"'](?:recons_loss_type|reconstruction loss) "),
 ]
 
 

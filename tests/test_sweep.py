@@ -133,6 +133,13 @@ def test_stock_dlib_evaluate_is_the_old_noone_process(tmp_path):
   assert both.returncode == 1 and "--stock_dlib_evaluate alone" in both.stderr
 
 
+def test_list_shows_each_studys_settings_and_metrics():
+  result = command("lievae_sweep", "--list")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert ("paper_dsprites: The paper's dSprites runs (run with --seeds=0-9).\n"
+          "  settings: clg_vae; metrics: factor_vae, mig, sap, dci\n") in result.stdout
+
+
 def test_a_metric_travels_as_an_object_from_the_study_to_its_commands(tmp_path):
   from lievae_tf.evaluation import registry  # pylint: disable=g-import-not-at-top
   from lievae_tf.pipeline import studies  # pylint: disable=g-import-not-at-top

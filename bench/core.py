@@ -62,13 +62,15 @@ def build(gin_files, bindings=(), strategy=None, image_shape=None):
   """The model `lievae_train` builds from `gin_files` (paths or shipped names) and `bindings`:
   its gin parse, its refusal of a precision the devices cannot run, `training.build_model` with
   `training.precision` and `training.jit_compile` (which refuses a step XLA cannot compile), in
-  `strategy`'s scope (default: what lievae_train's "auto" picks without a GPU). The data of
+  `strategy`'s scope (default: what lievae_train's "auto" picks without a GPU), seeded by
+  `model.random_seed` as lievae_train seeds it. The data of
   `dataset.name` are loaded unless `image_shape` is given. The gin configuration is cleared."""
   import gin  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from lievae_tf import models, training  # pylint: disable=g-import-not-at-top
   from lievae_tf.data import ground_truth as data_lib  # pylint: disable=g-import-not-at-top
   from lievae_tf.errors import UserError  # pylint: disable=g-import-not-at-top
+  from lievae_tf.keras2 import keras  # pylint: disable=g-import-not-at-top
   from lievae_tf.training import devices  # pylint: disable=g-import-not-at-top
   training.parse_gin(list(gin_files), list(bindings))
   try:
@@ -81,9 +83,14 @@ def build(gin_files, bindings=(), strategy=None, image_shape=None):
     if image_shape is None:
       data = data_lib.load_ground_truth_data()
       image_shape = data_lib.observation_shape(data)
+    try:
+      random_seed = gin.query_parameter("model.random_seed")
+    except ValueError:  # not bound
+      random_seed = 0
+    keras.utils.set_random_seed(random_seed)  # as lievae_train: its initial weights
     with strategy.scope():
-      vae = training.build_model(models.LieGroupVAE, image_shape, 0, options["precision"],
-                                 jit_compile=options["jit_compile"])
+      vae = training.build_model(models.LieGroupVAE, image_shape, random_seed,
+                                 options["precision"], jit_compile=options["jit_compile"])
   finally:
     gin.clear_config()
   return Built(vae, data, list(image_shape), options, strategy)

@@ -53,10 +53,8 @@ import functools
 import glob
 import json
 import os
-import resource
 import runpy
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -310,11 +308,6 @@ def instrumented_evaluate(report_path, argv):
                  "calls": buckets.calls}, f)
 
 
-def child_cpu_seconds():
-  usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-  return usage.ru_utime + usage.ru_stime
-
-
 def run_metric_suite(model_dir, configs, extra_bindings, output_root):
   """Runs each metric config once; returns a list of per-metric timing dicts."""
   rows = []
@@ -326,17 +319,11 @@ def run_metric_suite(model_dir, configs, extra_bindings, output_root):
     argv = [f"--input_dir={scoring.representation_dir(model_dir)}", f"--output_dir={output_dir}",
             f"--gin_config={config}", f"--gin_bindings=evaluation.name = '{name}'",
             "--overwrite"] + [f"--gin_bindings={b}" for b in extra_bindings]
-    env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     print(f"  {name} ...", end="", flush=True)
-    cpu_before, started = child_cpu_seconds(), time.perf_counter()
-    with open(log_path, "w") as log:
-      returncode = subprocess.call(
-          [sys.executable, os.path.abspath(__file__), f"--_evaluate_report={report_path}", "--"] +
-          argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-    wall, cpu = time.perf_counter() - started, child_cpu_seconds() - cpu_before
-    if returncode:
-      raise RuntimeError(f"dlib_evaluate {name} failed (exit {returncode}); see {log_path}")
+    wall, usage, _ = core.run(
+        [sys.executable, os.path.abspath(__file__), f"--_evaluate_report={report_path}", "--"] +
+        argv, {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ}, log_path)
+    cpu = usage.ru_utime + usage.ru_stime
     with open(report_path) as f:
       report = json.load(f)
     print(f" {wall:.0f} s", flush=True)

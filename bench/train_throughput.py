@@ -45,7 +45,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 

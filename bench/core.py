@@ -103,6 +103,16 @@ def input_dataset(built, batch, order="uniform"):
       data_lib.make_input_fn(built.data, batch, seed=0, order=order))
 
 
+def memory_bytes(key, pid="self"):
+  """A memory figure of /proc/<pid>/status (Linux) in bytes: VmRSS (resident now), VmHWM (its
+  peak since the process started or /proc/<pid>/clear_refs was last told 5)."""
+  with open(f"/proc/{pid}/status") as status:
+    for line in status:
+      if line.startswith(key + ":"):
+        return int(line.split()[1]) * 1024
+  raise RuntimeError(f"no {key} in /proc/{pid}/status")
+
+
 # The worker protocol: a warm worker process answers one command line at a time.
 
 REPLY = "@@"  # a worker's replies are its stdout lines that start with this (libraries print too)

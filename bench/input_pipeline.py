@@ -76,13 +76,7 @@ GB = 1e9
 
 def _memory():
   """(current RSS, peak RSS since start or the last reset) of this process, in bytes."""
-  fields = {}
-  with open("/proc/self/status") as status:
-    for line in status:
-      key, _, value = line.partition(":")
-      if key in ("VmRSS", "VmHWM"):
-        fields[key] = int(value.split()[0]) * 1024
-  return fields["VmRSS"], fields["VmHWM"]
+  return core.memory_bytes("VmRSS"), core.memory_bytes("VmHWM")
 
 
 def _reset_peak_memory():

@@ -22,14 +22,6 @@ import time
 import core
 
 
-def resident_mb(pid):
-  with open(f"/proc/{pid}/status") as f:
-    for line in f:
-      if line.startswith("VmRSS:"):
-        return int(line.split()[1]) / 1024
-  raise RuntimeError("no VmRSS")
-
-
 def latest_step(checkpoint_dir):
   state = os.path.join(checkpoint_dir, "checkpoint")
   if not os.path.isfile(state):
@@ -71,7 +63,7 @@ def main():
   while child.poll() is None:
     step = latest_step(checkpoint_dir)
     if step and step not in samples:
-      samples[step] = resident_mb(child.pid)
+      samples[step] = core.memory_bytes("VmRSS", child.pid) / 2**20
       print(f"{step:>7} {samples[step]:>8.1f} {time.time() - started:>7.0f}", flush=True)
     time.sleep(0.2)
   if child.returncode:

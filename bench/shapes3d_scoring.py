@@ -50,14 +50,6 @@ flags.DEFINE_boolean("loader_case", False, "Internal: load 3DShapes as dlib does
 GB = 1e9
 
 
-def _status_gb(key):
-  with open("/proc/self/status") as f:
-    for line in f:
-      if line.startswith(key + ":"):
-        return int(line.split()[1]) * 1024 / GB
-  return float("nan")
-
-
 def _loader_case():
   """dlib's `named_data` (as postprocess/evaluate call it) loading 3DShapes; a digest of 10,000
   observations sampled as dlib's metrics sample them, to compare the h5 and the npz."""
@@ -74,7 +66,8 @@ def _loader_case():
     digest.update(data.sample_observations(1000, random_state).tobytes())
   print(json.dumps(dict(source=data.data_file, images_dtype=str(data.images.dtype),
                         images_gb=data.images.nbytes / GB, load_seconds=seconds,
-                        held_gb=_status_gb("VmRSS"), peak_gb=_status_gb("VmHWM"),
+                        held_gb=core.memory_bytes("VmRSS") / GB,
+                        peak_gb=core.memory_bytes("VmHWM") / GB,
                         observations_sha256=digest.hexdigest())))
 
 

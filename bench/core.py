@@ -149,7 +149,7 @@ class Worker:
     self.process = subprocess.Popen(
         [sys.executable] + list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=self.stderr, text=True,
-        env={"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ, **(env or {})})
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})})
 
   def ready(self):
     """Waits until the worker is ready (e.g. its model built); returns its facts."""

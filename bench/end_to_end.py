@@ -39,12 +39,9 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import train_throughput  # pylint: disable=g-import-not-at-top,wrong-import-position (its grids)
+import core
 
-REPO = train_throughput.REPO
-SETTINGS = train_throughput.SETTINGS
-LIEVAE_TRAIN = os.path.join(REPO, "bin", "lievae_train")
+SETTINGS = core.SETTINGS
 
 # What the bare step leaves out of the shipped gin files.
 BARE_BINDINGS = ("optimizer.epsilon_placement = 'keras'", "LieGroupVAE.bias_init = 'zeros'",
@@ -71,22 +68,11 @@ FEATURES = {
 
 def step_worker(setting, batch, data_dir):
   """Serves `run N` (seconds for N steps after one more untimed) on stdin until `quit`."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from lievae_tf.keras2 import keras  # pylint: disable=g-import-not-at-top
-  import gin  # pylint: disable=g-import-not-at-top
-  from lievae_tf import models, training  # pylint: disable=g-import-not-at-top
-  from lievae_tf.data import ground_truth as data_lib  # pylint: disable=g-import-not-at-top
 
   os.environ["DISENTANGLEMENT_LIB_DATA"] = data_dir
-  training.parse_gin([os.path.join(REPO, "gin_configs", SETTINGS[setting]["gin"])],
-                     list(BARE_BINDINGS))
-  ground_truth_data = data_lib.load_ground_truth_data()
-  image_shape = data_lib.observation_shape(ground_truth_data)
-  strategy = tf.distribute.get_strategy()  # what lievae_train's "auto" picks without a GPU
-  vae = training.build_model(models.LieGroupVAE, image_shape, 0)
-  dataset = strategy.distribute_datasets_from_function(
-      data_lib.make_input_fn(ground_truth_data, batch, seed=0))
-  gin.clear_config()
+  built = core.build([core.gin_config(SETTINGS[setting]["gin"])], BARE_BINDINGS)
+  vae, dataset = built.vae, core.input_dataset(built, batch)
   step_ends = []
   clock = keras.callbacks.LambdaCallback(
       on_train_batch_end=lambda batch, logs: step_ends.append(time.perf_counter()))
@@ -98,35 +84,7 @@ def step_worker(setting, batch, data_dir):
     vae.fit(dataset, epochs=1, steps_per_epoch=steps + 1, verbose=0, callbacks=[clock])
     return step_ends[-1] - step_ends[0]
 
-  train_throughput.serve(run, peak=lambda: None)
-
-
-class StepWorker:
-  def __init__(self, setting, batch, data_dir):
-    command = [sys.executable, os.path.abspath(__file__), "--step_worker", setting,
-               "--batch", str(batch), "--data_dir", data_dir]
-    self.stderr = tempfile.TemporaryFile("w+")
-    self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=self.stderr, text=True,
-                                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    self.ask()  # "ready"
-
-  def ask(self, command=None):
-    if command:
-      self.process.stdin.write(command + "\n")
-      self.process.stdin.flush()
-    for line in self.process.stdout:
-      if line.startswith(train_throughput.REPLY):
-        return json.loads(line[len(train_throughput.REPLY):])
-    self.stderr.seek(0)
-    raise RuntimeError("the step worker died: " + self.stderr.read()[-3000:])
-
-  def close(self):
-    if self.process.poll() is None:
-      self.process.stdin.write("quit\n")
-      self.process.stdin.close()
-      self.process.wait()
-    self.stderr.close()
+  core.serve({"run": run})
 
 
 # Per-step costs one by one, in one process (--parts micro).
@@ -151,20 +109,13 @@ def micro_costs(setting, batch, data_dir):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from lievae_tf.keras2 import keras  # pylint: disable=g-import-not-at-top
-  import gin  # pylint: disable=g-import-not-at-top
-  from lievae_tf import models, training, visualize  # pylint: disable=g-import-not-at-top
+  from lievae_tf import visualize  # pylint: disable=g-import-not-at-top
   from lievae_tf.data import ground_truth as data_lib  # pylint: disable=g-import-not-at-top
   from lievae_tf.training import adam as adam_lib  # pylint: disable=g-import-not-at-top
   from lievae_tf.training import callbacks as callbacks_lib  # pylint: disable=g-import-not-at-top
 
   os.environ["DISENTANGLEMENT_LIB_DATA"] = data_dir
-  training.parse_gin([os.path.join(REPO, "gin_configs", SETTINGS[setting]["gin"])])
-  data = data_lib.load_ground_truth_data()
-  image_shape = data_lib.observation_shape(data)
-  strategy = tf.distribute.get_strategy()
-  vae = training.build_model(models.LieGroupVAE, image_shape, 0)
-  options = training.training_options()
-  gin.clear_config()
+  vae, data, _, options, strategy = core.build([core.gin_config(SETTINGS[setting]["gin"])])
   costs = {}
 
   # The bare step, for scale (through fit, no callback but the clock).
@@ -268,8 +219,8 @@ def runner(replaced, argv):
                "StopOnNonFiniteLoss": keras.callbacks.Callback}
   for name in replaced:
     setattr(callbacks, name, stand_ins[name])
-  sys.argv = [LIEVAE_TRAIN] + argv
-  runpy.run_path(LIEVAE_TRAIN, run_name="__main__")
+  sys.argv = [core.command("lievae_train")] + argv
+  runpy.run_path(sys.argv[0], run_name="__main__")
 
 
 def read_images_per_second(model_dir):
@@ -339,7 +290,7 @@ def run_sliced(command, env, worker, slice_seconds, slice_steps):
         pass
       os.killpg(process.pid, signal.SIGSTOP)
       stopped = time.time()
-      seconds = worker.ask(f"run {slice_steps}")
+      seconds = worker.ask("run", slice_steps)
       slices.append((stopped, time.time(), slice_steps, seconds))
       os.killpg(process.pid, signal.SIGCONT)
       pauses.append((stopped, time.time()))
@@ -366,13 +317,13 @@ def end_to_end(setting, args, worker, slice_steps, feature=None):
     bindings.append(f"training.log_every = {args.log_every}")
   bindings += [b.format(steps=args.steps) for b in spec.get("bindings", [])]
   argv = [f"--model_dir={model_dir}",
-          f"--gin_config={os.path.join(REPO, 'gin_configs', SETTINGS[setting]['gin'])}"]
+          f"--gin_config={core.gin_config(SETTINGS[setting]['gin'])}"]
   argv += [f"--gin_bindings={b}" for b in bindings]
   if spec.get("callbacks"):
     command = [sys.executable, os.path.abspath(__file__), "--runner",
                ",".join(spec["callbacks"]), "--"] + argv
   else:
-    command = [sys.executable, LIEVAE_TRAIN] + argv
+    command = [sys.executable, core.command("lievae_train")] + argv
   pauses, slices = run_sliced(command, {**os.environ, "DISENTANGLEMENT_LIB_DATA": args.data_dir},
                               worker, args.slice_seconds, slice_steps)
   logged = read_images_per_second(model_dir)
@@ -384,15 +335,17 @@ def end_to_end(setting, args, worker, slice_steps, feature=None):
 
 def measure(setting, args):
   """Rounds of [end to end, end to end without f1, ...], each beside the bare step."""
-  worker = StepWorker(setting, args.batch, args.data_dir)
+  worker = core.Worker("bare step", [os.path.abspath(__file__), "--step_worker", setting,
+                                     "--batch", str(args.batch), "--data_dir", args.data_dir])
   runs = [None] + args.without
   ratios = {run: [] for run in runs}
   rates = {run: [] for run in runs}
   step_rates = []
   shipped_windows = []  # each shipped run's (step, images/s) windows, to see where time goes
   try:
-    worker.ask(f"run {args.warmup_steps}")  # tracing
-    seconds = worker.ask(f"run {args.warmup_steps}")
+    worker.ready()
+    worker.ask("run", args.warmup_steps)  # tracing
+    seconds = worker.ask("run", args.warmup_steps)
     slice_steps = max(1, round(args.slice_seconds * args.warmup_steps / seconds))
     for _ in range(args.rounds):
       for run in runs:
@@ -498,7 +451,7 @@ def main():
     args.work_dir = os.path.join(temporary, "runs")
     os.makedirs(args.work_dir)
     for setting in settings:  # written once, before any clock runs
-      train_throughput._write_data(args.data_dir, setting)  # pylint: disable=protected-access
+      core.write_data(args.data_dir, setting)
     everything = {setting: {} for setting in settings}
     for setting in settings:
       if "end_to_end" in parts:

@@ -17,6 +17,8 @@ import os
 
 import numpy as np
 
+import core
+
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -27,17 +29,10 @@ def main():
   parser.add_argument("--batch_size", type=int, default=256)
   args = parser.parse_args()
 
-  import gin  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from lievae_tf import models, training  # pylint: disable=g-import-not-at-top
   from lievae_tf.data import ground_truth as data_lib  # pylint: disable=g-import-not-at-top
   from lievae_tf.models import lie_group  # pylint: disable=g-import-not-at-top
-  training.parse_gin(args.gin_config, args.gin_bindings)
-  try:
-    data = data_lib.load_ground_truth_data()
-    vae = training.build_model(models.LieGroupVAE, data_lib.observation_shape(data), 0)
-  finally:
-    gin.clear_config()
+  vae, data, *_ = core.build(args.gin_config, args.gin_bindings)
   checkpoint = tf.train.Checkpoint(model=vae)
   state = tf.train.get_checkpoint_state(os.path.join(args.model_dir, "tf_checkpoint"))
   batches = list(data_lib.make_input_fn(data, args.batch_size, seed=1)().take(args.batches))

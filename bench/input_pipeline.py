@@ -42,6 +42,8 @@ import time
 from absl import app
 from absl import flags
 
+import core
+
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("data_dir", "runs/bench_data",
@@ -66,7 +68,6 @@ SEED = 0
 DSPRITES_SIZES = "1,3,6,40,32,32"
 FRACTION_SIZES = "10,10,10,8,4,1"  # 32,000 images: 1/15 of the 3DShapes grid
 FULL_SHAPES3D_IMAGES = 480000
-GIN_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "gin_configs")
 GB = 1e9
 
 
@@ -75,13 +76,7 @@ GB = 1e9
 
 def _memory():
   """(current RSS, peak RSS since start or the last reset) of this process, in bytes."""
-  fields = {}
-  with open("/proc/self/status") as status:
-    for line in status:
-      key, _, value = line.partition(":")
-      if key in ("VmRSS", "VmHWM"):
-        fields[key] = int(value.split()[0]) * 1024
-  return fields["VmRSS"], fields["VmHWM"]
+  return core.memory_bytes("VmRSS"), core.memory_bytes("VmHWM")
 
 
 def _reset_peak_memory():
@@ -152,19 +147,15 @@ def _pipeline_comparison(ground_truth_data, batch_size):
 
 def _step_comparison(ground_truth_data, dataset_name):
   """Images/s of the training step under each feed, and its CPU ms per step."""
-  import gin  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from lievae_tf.keras2 import keras  # pylint: disable=g-import-not-at-top
-  from lievae_tf import models, training
   from lievae_tf.data import ground_truth as data_lib  # pylint: disable=g-import-not-at-top
-  # The paper's model for this dataset (shapes3d: 400-dim group features, l2 loss).
+  # The paper's model for this dataset (shapes3d: 400-dim group features, l2 loss), as
+  # lievae_train builds it.
   gin_file = {"dsprites_full": "dsprites.gin", "shapes3d": "shapes3d.gin"}[dataset_name]
-  gin.parse_config_file(os.path.join(GIN_CONFIGS, gin_file))
-  batch_size, shape = FLAGS.step_batch, data_lib.observation_shape(ground_truth_data)
-  strategy = tf.distribute.get_strategy()  # what lievae_train uses on a CPU-only machine
-  vae = models.LieGroupVAE(num_channels=shape[-1], seed=SEED)
-  vae.build_variables(shape)
-  vae.compile(optimizer=training.make_optimizer())
+  built = core.build([core.gin_config(gin_file)],
+                     image_shape=data_lib.observation_shape(ground_truth_data))
+  batch_size, vae, strategy = FLAGS.step_batch, built.vae, built.strategy
   input_fn = data_lib.make_input_fn(ground_truth_data, batch_size, SEED)
   constant = next(iter(input_fn()))
   feeds = {
@@ -267,7 +258,7 @@ def _make_data(command, what, path):
 
 def _prepare_data(data_dir):
   from lievae_tf.data import synthetic  # pylint: disable=g-import-not-at-top
-  make_data = os.path.join(os.path.dirname(sys.executable), "lievae_make_data")
+  make_data = core.command("lievae_make_data")
   os.makedirs(data_dir, exist_ok=True)
   _make_data([make_data, f"--output_dir={data_dir}", f"--factor_sizes={DSPRITES_SIZES}"],
              "the full-size dSprites grid (737,280 images)",

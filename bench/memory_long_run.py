@@ -19,16 +19,7 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.dirname(sys.executable)
-
-
-def resident_mb(pid):
-  with open(f"/proc/{pid}/status") as f:
-    for line in f:
-      if line.startswith("VmRSS:"):
-        return int(line.split()[1]) / 1024
-  raise RuntimeError("no VmRSS")
+import core
 
 
 def latest_step(checkpoint_dir):
@@ -54,15 +45,15 @@ def main():
 
   work_dir = args.work_dir or tempfile.mkdtemp(prefix="lievae_memory_")
   data_dir, model_dir = os.path.join(work_dir, "data"), os.path.join(work_dir, "model")
-  subprocess.run([os.path.join(BIN, "lievae_make_data"), f"--output_dir={data_dir}"],
+  subprocess.run([core.command("lievae_make_data"), f"--output_dir={data_dir}"],
                  check=True, capture_output=True)
   env = dict(os.environ, DISENTANGLEMENT_LIB_DATA=data_dir)
   bindings = [f"model.training_steps = {args.steps}", f"model.batch_size = {args.batch_size}",
               f"training.checkpoint_every = {args.every}", "training.keep_checkpoints = 1",
               f"training.log_every = {min(100, args.every)}",
               f"training.image_every = {args.every}", "model.eval_steps = 2"]
-  command = [os.path.join(BIN, "lievae_train"), f"--model_dir={model_dir}", "--overwrite",
-             f"--gin_config={os.path.join(REPO, 'gin_configs', 'dsprites.gin')}"]
+  command = [core.command("lievae_train"), f"--model_dir={model_dir}", "--overwrite",
+             f"--gin_config={core.gin_config('dsprites.gin')}"]
   command += [f"--gin_bindings={b}" for b in bindings]
   child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                            stderr=open(os.path.join(work_dir, "train.log"), "w"))
@@ -72,7 +63,7 @@ def main():
   while child.poll() is None:
     step = latest_step(checkpoint_dir)
     if step and step not in samples:
-      samples[step] = resident_mb(child.pid)
+      samples[step] = core.memory_bytes("VmRSS", child.pid) / 2**20
       print(f"{step:>7} {samples[step]:>8.1f} {time.time() - started:>7.0f}", flush=True)
     time.sleep(0.2)
   if child.returncode:

@@ -26,12 +26,11 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.dirname(sys.executable)
+import core
+
 FULL_DSPRITES = "1,3,6,40,32,32"
 
 
@@ -40,31 +39,19 @@ CPU_SECONDS = [0.0]  # of every command run so far, their waited-for workers inc
 
 def run(args, env, log_path):
   """Runs a command with its output in `log_path`; returns (wall s, its peak RSS in GB)."""
-  started = time.time()
-  with open(log_path, "w") as log:
-    process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
-    _, status, usage = os.wait4(process.pid, 0)
-  if os.waitstatus_to_exitcode(status):
-    sys.exit(f"{' '.join(args[:2])} failed; see {log_path}")
+  seconds, usage, _ = core.run(args, env, log_path)
   CPU_SECONDS[0] += usage.ru_utime + usage.ru_stime
-  return time.time() - started, usage.ru_maxrss / 1e6
+  return seconds, usage.ru_maxrss / 1e6
 
 
 def prepare(work_dir, data_dir, env):
-  if not os.path.isfile(os.path.join(data_dir, "dsprites",
-                                     "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz")):
+  from lievae_tf.data import synthetic  # pylint: disable=g-import-not-at-top
+  if not os.path.isfile(synthetic.dsprites_path(data_dir)):
     print(f"writing the full synthetic dSprites grid to {data_dir}", flush=True)
-    run([os.path.join(BIN, "lievae_make_data"), f"--output_dir={data_dir}",
+    run([core.command("lievae_make_data"), f"--output_dir={data_dir}",
          f"--factor_sizes={FULL_DSPRITES}"], env, os.path.join(work_dir, "make_data.log"))
   model_dir = os.path.join(work_dir, "model")
-  if not os.path.isdir(os.path.join(model_dir, "postprocessed", "mean", "tfhub")):
-    print(f"training and postprocessing a 200-step model in {model_dir}", flush=True)
-    run([os.path.join(BIN, "lievae_train"), f"--model_dir={model_dir}", "--overwrite",
-         f"--gin_config={os.path.join(REPO, 'gin_configs', 'dsprites.gin')}",
-         "--gin_bindings=model.training_steps = 200"], env, os.path.join(work_dir, "train.log"))
-    run([os.path.join(BIN, "lievae_evaluate"), f"--model_dir={model_dir}", "--metrics=mig",
-         "--metric_bindings=mig.num_train = 1000"], env,
-        os.path.join(work_dir, "postprocess.log"))  # postprocesses (the stock command) first
+  core.trained_model(model_dir, env, work_dir)
   return model_dir
 
 
@@ -87,7 +74,7 @@ def suite_side(model_dir, side_dir, processes, env):
   metrics_dir = os.path.join(model_dir, "metrics")
   shutil.rmtree(metrics_dir, ignore_errors=True)
   # wait4's peak RSS is the largest of the process and its waited-for workers (Linux).
-  wall, peak = run([os.path.join(BIN, "lievae_evaluate"), f"--model_dir={model_dir}",
+  wall, peak = run([core.command("lievae_evaluate"), f"--model_dir={model_dir}",
                     "--metrics=all", f"--metric_processes={processes}", "--nopostprocess",
                     "--noaggregate"], env, os.path.join(side_dir, "lievae_evaluate.log"))
   shutil.move(os.path.join(metrics_dir, "mean"), os.path.join(side_dir, "metrics"))

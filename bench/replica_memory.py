@@ -19,14 +19,12 @@ Random images: memory depends on the shapes, not the pixels; no dataset is neede
 import argparse
 import concurrent.futures
 import multiprocessing
-import os
 import resource
 
 import tensorflow as tf
 
-from lievae_tf.keras2 import keras
+import core
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTINGS = {"dsprites": ("dsprites.gin", [64, 64, 1]), "shapes3d": ("shapes3d.gin", [64, 64, 3])}
 MIB = 2.0**20
 
@@ -34,16 +32,9 @@ MIB = 2.0**20
 def measure(setting, per_replica_batch, steps):
   """Bytes of (weights + Adam, step peak, process peak RSS) of one replica stepping on
   `per_replica_batch`."""
-  import gin  # pylint: disable=g-import-not-at-top
-  from lievae_tf import models, training  # pylint: disable=g-import-not-at-top
   gin_file, image_shape = SETTINGS[setting]
-  training.parse_gin([os.path.join(REPO, "gin_configs", gin_file)])
-  keras.backend.clear_session()
-  vae = models.LieGroupVAE(num_channels=image_shape[-1], seed=0)
-  vae.build_variables(image_shape)
-  vae.compile(optimizer=training.make_optimizer())
+  vae = core.build([core.gin_config(gin_file)], image_shape=image_shape).vae
   vae.optimizer.build(vae.trainable_variables)
-  gin.clear_config()
   state_bytes = sum(v.numpy().nbytes for v in vae.variables + vae.optimizer.variables)
   images = tf.random.stateless_uniform([per_replica_batch] + image_shape, seed=[0, 0])
   iterator = iter(tf.data.Dataset.from_tensors(images).repeat())

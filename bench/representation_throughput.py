@@ -44,7 +44,7 @@ Ratios, not absolute times, are the result: other load on the machine moves sing
 
 A `--model_dir` without `tfhub/` is trained first (`lievae_train`, 200 steps of
 `gin_configs/dsprites.gin`); one without `postprocessed/mean` is postprocessed with the stock
-`dlib_postprocess` (mean).
+`dlib_postprocess` (mean); their logs go to MODEL_DIR_logs.
 """
 
 import argparse
@@ -53,56 +53,24 @@ import functools
 import glob
 import json
 import os
-import resource
 import runpy
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-THREADS = 2
+from lievae_tf.evaluation import registry
+from lievae_tf.pipeline import scoring
+
+import core
+
+THREADS = core.THREADS
 PATHS = ("hub_frozen", "hub", "keras", "keras_tf_fn", "torch")
 IMAGE_SHAPE = (64, 64, 1)
 
 
 # ---------------------------------------------------------------------------------------------
 # The model directory.
-
-
-def console_command(name):
-  from lievae_tf.pipeline import commands  # pylint: disable=g-import-not-at-top
-  return commands.console_command(name)[0]
-
-
-def dlib_config_dir():
-  from lievae_tf.evaluation import registry  # pylint: disable=g-import-not-at-top
-  return registry.dlib_config_dir()
-
-
-def representation_dir(model_dir):
-  return os.path.join(model_dir, "postprocessed", "mean")
-
-
-def prepare_model(model_dir):
-  """Trains (if there is no module) and postprocesses (if not done) `model_dir`."""
-  env = dict(os.environ)
-  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  if not os.path.exists(os.path.join(model_dir, "tfhub")):
-    print(f"training a 200-step model in {model_dir}", flush=True)
-    subprocess.run([
-        console_command("lievae_train"), f"--model_dir={model_dir}",
-        f"--gin_config={os.path.join(REPO, 'gin_configs', 'dsprites.gin')}",
-        "--gin_bindings=model.training_steps = 200"
-    ], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  if not os.path.exists(os.path.join(representation_dir(model_dir), "tfhub")):
-    print(f"postprocessing {model_dir} (mean)", flush=True)
-    subprocess.run([
-        console_command("dlib_postprocess"), f"--model_dir={model_dir}",
-        f"--output_dir={representation_dir(model_dir)}",
-        f"--gin_config={os.path.join(dlib_config_dir(), 'postprocess_configs', 'mean.gin')}"
-    ], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def model_sizes(model_dir):
@@ -131,10 +99,8 @@ def make_encoder(path, model_dir):
   subgroup_sizes, subspace_sizes = model_sizes(model_dir)
   if path == "torch":
     import torch  # pylint: disable=g-import-not-at-top
-    sys.path.insert(0, os.path.join(REPO, "tests"))  # the PyTorch reference lives with the tests
-    import torch_reference  # pylint: disable=g-import-not-at-top
     torch.set_num_threads(THREADS)
-    encoder = torch_reference.Encoder(subgroup_sizes, subspace_sizes, nc=1).eval()
+    encoder = core.torch_reference().Encoder(subgroup_sizes, subspace_sizes, nc=1).eval()
 
     def encode_torch(images_nchw):
       with torch.inference_mode():
@@ -156,7 +122,7 @@ def make_encoder(path, model_dir):
       if not isinstance(hub, frozen_module.HubForScoring):
         raise SystemExit(f"hub_frozen: dlib's evaluate.hub is not frozen_module's ({hub!r}); "
                          f"is {compat.SPEEDUPS_SWITCH}=0 set?")
-    module_path = os.path.join(representation_dir(model_dir), "tfhub")
+    module_path = os.path.join(scoring.representation_dir(model_dir), "tfhub")
     # Open for the worker's life, as dlib keeps it open for a whole metric; the closure holds
     # the context, whose collection would close the session.
     context = hub.eval_function_for_module(module_path)
@@ -180,54 +146,22 @@ def make_encoder(path, model_dir):
 
 
 def worker(path, model_dir, max_images):
-  """Serves timing requests on stdin: {"batch_size", "num_images", "warmup"} -> seconds."""
+  """Serves `time BATCH_SIZE NUM_IMAGES` on stdin: {"seconds", "cpu_seconds"} of encoding."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   encode = make_encoder(path, model_dir)
   images = fixed_images(max_images)
   if path == "torch":
     images = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
-  print(json.dumps({"ready": True}), flush=True)
-  for line in sys.stdin:
-    request = json.loads(line)
-    batch_size, num_images = request["batch_size"], request["num_images"]
+
+  def time_encoding(batch_size, num_images):
     batches = [images[i:i + batch_size] for i in range(0, num_images, batch_size)]
     started, cpu_started = time.perf_counter(), time.process_time()
     for batch in batches:
       encode(batch)
-    print(json.dumps({"seconds": time.perf_counter() - started,
-                      "cpu_seconds": time.process_time() - cpu_started}), flush=True)
+    return {"seconds": time.perf_counter() - started,
+            "cpu_seconds": time.process_time() - cpu_started}
 
-
-class Worker:
-  """A worker subprocess for one path."""
-
-  def __init__(self, path, model_dir, max_images):
-    env = dict(os.environ, OMP_NUM_THREADS=str(THREADS))
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    self.path = path
-    self.process = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), f"--_worker={path}", f"--model_dir={model_dir}",
-         f"--_max_images={max_images}"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
-    self._read()  # {"ready": true}
-
-  def _read(self):
-    while True:
-      line = self.process.stdout.readline()
-      if not line:
-        raise RuntimeError(f"the {self.path} worker exited (exit {self.process.wait()})")
-      if line.startswith("{"):  # libraries may print other lines on stdout
-        return json.loads(line)
-
-  def time(self, batch_size, num_images):
-    self.process.stdin.write(json.dumps({"batch_size": batch_size,
-                                         "num_images": num_images}) + "\n")
-    self.process.stdin.flush()
-    return self._read()
-
-  def close(self):
-    self.process.stdin.close()
-    self.process.wait()
+  core.serve({"time": time_encoding})
 
 
 def measure_throughput(model_dir, paths, batch_sizes, images_per_round, rounds, warmup_rounds):
@@ -235,17 +169,21 @@ def measure_throughput(model_dir, paths, batch_sizes, images_per_round, rounds, 
   workers = []
   try:
     for path in paths:  # started one after another: their imports must not overlap the timing
-      workers.append(Worker(path, model_dir, images_per_round))
-    figures = {b: {w.path: [] for w in workers} for b in batch_sizes}
+      workers.append(core.Worker(path, [os.path.abspath(__file__), f"--_worker={path}",
+                                        f"--model_dir={model_dir}",
+                                        f"--_max_images={images_per_round}"],
+                                 {"OMP_NUM_THREADS": str(THREADS)}))
+      workers[-1].ready()
+    figures = {b: {w.name: [] for w in workers} for b in batch_sizes}
     for batch_size in batch_sizes:
       for worker_ in workers:
         for _ in range(warmup_rounds):
-          worker_.time(batch_size, images_per_round)
+          worker_.ask("time", batch_size, images_per_round)
       for round_index in range(rounds):
         shift = round_index % len(workers)  # rotate who goes first: drift hits all alike
         for worker_ in workers[shift:] + workers[:shift]:
-          seconds = worker_.time(batch_size, images_per_round)["seconds"]
-          figures[batch_size][worker_.path].append(images_per_round / seconds)
+          seconds = worker_.ask("time", batch_size, images_per_round)["seconds"]
+          figures[batch_size][worker_.name].append(images_per_round / seconds)
       print(f"  batch {batch_size}: {rounds} rounds done", flush=True)
     return figures
   finally:
@@ -357,9 +295,9 @@ def instrumented_evaluate(report_path, argv):
       marks["metric_end"] = time.perf_counter()
 
   hub.eval_function_for_module = timed_module
-  sys.argv = [console_command("dlib_evaluate")] + argv
+  sys.argv = [core.command("dlib_evaluate")] + argv
   try:
-    runpy.run_path(console_command("dlib_evaluate"), run_name="__main__")
+    runpy.run_path(sys.argv[0], run_name="__main__")
   except SystemExit as exit_:  # absl's app.run exits
     if exit_.code:
       raise
@@ -370,11 +308,6 @@ def instrumented_evaluate(report_path, argv):
                  "calls": buckets.calls}, f)
 
 
-def child_cpu_seconds():
-  usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-  return usage.ru_utime + usage.ru_stime
-
-
 def run_metric_suite(model_dir, configs, extra_bindings, output_root):
   """Runs each metric config once; returns a list of per-metric timing dicts."""
   rows = []
@@ -383,20 +316,14 @@ def run_metric_suite(model_dir, configs, extra_bindings, output_root):
     output_dir = os.path.join(output_root, name)
     report_path = os.path.join(output_root, f"{name}.timing.json")
     log_path = os.path.join(output_root, f"{name}.log")
-    argv = [f"--input_dir={representation_dir(model_dir)}", f"--output_dir={output_dir}",
+    argv = [f"--input_dir={scoring.representation_dir(model_dir)}", f"--output_dir={output_dir}",
             f"--gin_config={config}", f"--gin_bindings=evaluation.name = '{name}'",
             "--overwrite"] + [f"--gin_bindings={b}" for b in extra_bindings]
-    env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     print(f"  {name} ...", end="", flush=True)
-    cpu_before, started = child_cpu_seconds(), time.perf_counter()
-    with open(log_path, "w") as log:
-      returncode = subprocess.call(
-          [sys.executable, os.path.abspath(__file__), f"--_evaluate_report={report_path}", "--"] +
-          argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-    wall, cpu = time.perf_counter() - started, child_cpu_seconds() - cpu_before
-    if returncode:
-      raise RuntimeError(f"dlib_evaluate {name} failed (exit {returncode}); see {log_path}")
+    wall, usage, _ = core.run(
+        [sys.executable, os.path.abspath(__file__), f"--_evaluate_report={report_path}", "--"] +
+        argv, {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ}, log_path)
+    cpu = usage.ru_utime + usage.ru_stime
     with open(report_path) as f:
       report = json.load(f)
     print(f" {wall:.0f} s", flush=True)
@@ -511,7 +438,8 @@ def main():
   if args.json_line and ("throughput" not in parts or "torch" not in args.paths.split(",")):
     parser.error("--json_line reports ratios to torch: it needs the throughput part and the "
                  "torch path")
-  prepare_model(args.model_dir)
+  core.trained_model(args.model_dir, {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ},
+                     f"{args.model_dir.rstrip('/')}_logs")
   everything = {"model_dir": args.model_dir}
   if "throughput" in parts:
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
@@ -525,7 +453,7 @@ def main():
     print(f"(throughput part took {time.perf_counter() - started:.0f} s)")
     everything["throughput"] = {str(b): v for b, v in figures.items()}
   if "metric_suite" in parts:
-    configs = sorted(glob.glob(os.path.join(dlib_config_dir(), "metric_configs",
+    configs = sorted(glob.glob(os.path.join(registry.dlib_config_dir(), "metric_configs",
                                             args.metric_configs + ".gin")))
     if "DISENTANGLEMENT_LIB_DATA" not in os.environ:
       raise SystemExit("set DISENTANGLEMENT_LIB_DATA (the metrics sample the dataset)")

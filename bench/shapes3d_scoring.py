@@ -26,12 +26,13 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 
 from absl import app
 from absl import flags
+
+import core
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("work_dir", "runs/bench_shapes3d", "Model, metrics and results go here.")
@@ -47,16 +48,6 @@ flags.DEFINE_string("json", None, "Also write every figure to this JSON file.")
 flags.DEFINE_boolean("loader_case", False, "Internal: load 3DShapes as dlib does, print JSON.")
 
 GB = 1e9
-BIN = os.path.dirname(sys.executable)
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _status_gb(key):
-  with open("/proc/self/status") as f:
-    for line in f:
-      if line.startswith(key + ":"):
-        return int(line.split()[1]) * 1024 / GB
-  return float("nan")
 
 
 def _loader_case():
@@ -75,34 +66,22 @@ def _loader_case():
     digest.update(data.sample_observations(1000, random_state).tobytes())
   print(json.dumps(dict(source=data.data_file, images_dtype=str(data.images.dtype),
                         images_gb=data.images.nbytes / GB, load_seconds=seconds,
-                        held_gb=_status_gb("VmRSS"), peak_gb=_status_gb("VmHWM"),
+                        held_gb=core.memory_bytes("VmRSS") / GB,
+                        peak_gb=core.memory_bytes("VmHWM") / GB,
                         observations_sha256=digest.hexdigest())))
 
 
 def _run(step, args, data_root, figures):
-  """Runs one command, records its wall time and peak RSS (its own, from wait4)."""
+  """Runs one command, records its wall time and peak RSS (its own, from wait4); returns its
+  stdout."""
   env = dict(os.environ, DISENTANGLEMENT_LIB_DATA=os.path.abspath(data_root),
              TF_CPP_MIN_LOG_LEVEL="1")
   log_path = os.path.join(FLAGS.work_dir, "logs", step.replace(" ", "_") + ".log")
-  os.makedirs(os.path.dirname(log_path), exist_ok=True)
-  start = time.perf_counter()
-  with open(log_path, "w") as log:
-    process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
-    output = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
-  seconds = time.perf_counter() - start
-  process.returncode = os.waitstatus_to_exitcode(status)
+  seconds, usage, output = core.run(args, env, log_path, capture_stdout=True)
   peak_gb = usage.ru_maxrss * 1024 / GB  # Linux: KiB
   figures.append(dict(step=step, seconds=round(seconds, 1), peak_gb=round(peak_gb, 2)))
   print(f"{step:<34} {seconds:8.1f} s {peak_gb:8.2f} GB peak", flush=True)
-  if process.returncode != 0:
-    with open(log_path) as f:
-      sys.exit(f"{step} failed (exit {process.returncode}); {log_path}:\n{f.read()[-3000:]}")
   return output
-
-
-def _bin(name):
-  return os.path.join(BIN, name)
 
 
 def _evaluate(metric_name, representation, data_root, figures, label=""):
@@ -112,8 +91,8 @@ def _evaluate(metric_name, representation, data_root, figures, label=""):
   shutil.rmtree(output_dir, ignore_errors=True)
   bindings = [f"evaluation.name = '{metric.name}'"] + list(metric.small_bindings)
   _run(f"dlib_evaluate {metric.name}{label}",
-       [_bin("dlib_evaluate"), f"--input_dir={representation}", f"--output_dir={output_dir}",
-        f"--gin_config={metric.gin_config}"] + [f"--gin_bindings={b}" for b in bindings],
+       [core.command("dlib_evaluate"), f"--input_dir={representation}",
+        f"--output_dir={output_dir}", f"--gin_config={metric.gin_config}"] + [f"--gin_bindings={b}" for b in bindings],
        data_root, figures)
   with open(os.path.join(output_dir, "results", "json", "evaluation_results.json")) as f:
     results = json.load(f)
@@ -135,7 +114,7 @@ def main(argv):
   print(f"{'step':<34} {'time':>10} {'peak RSS':>13}")
   try:
     if not os.path.isfile(h5_path):
-      _run("lievae_make_data (h5)", [_bin("lievae_make_data"), "--dataset=shapes3d",
+      _run("lievae_make_data (h5)", [core.command("lievae_make_data"), "--dataset=shapes3d",
                                      f"--output_dir={h5_root}"] +
            ([f"--factor_sizes={','.join(FLAGS.factor_sizes)}"] if FLAGS.factor_sizes else []),
            h5_root, figures)
@@ -143,24 +122,25 @@ def main(argv):
                                 h5_root, figures).strip().splitlines()[-1])
     shutil.rmtree(model_dir, ignore_errors=True)
     _run("lievae_train", [
-        _bin("lievae_train"), f"--model_dir={model_dir}",
-        f"--gin_config={os.path.join(REPO, 'gin_configs', 'shapes3d.gin')}",
+        core.command("lievae_train"), f"--model_dir={model_dir}",
+        f"--gin_config={core.gin_config('shapes3d.gin')}",
         f"--gin_bindings=model.training_steps = {FLAGS.steps}",
         f"--gin_bindings=model.batch_size = {FLAGS.batch_size}",
         f"--gin_bindings=training.checkpoint_every = {FLAGS.steps}",
         "--gin_bindings=training.image_every = 0"], h5_root, figures)
     _run("dlib_postprocess mean", [
-        _bin("dlib_postprocess"), f"--model_dir={model_dir}", f"--output_dir={representation}",
+        core.command("dlib_postprocess"), f"--model_dir={model_dir}",
+        f"--output_dir={representation}",
         "--gin_config=" + os.path.join(registry.dlib_config_dir(), "postprocess_configs",
                                        "mean.gin")], h5_root, figures)
     scores = {m: _evaluate(m, representation, h5_root, figures) for m in FLAGS.metrics}
     aggregated = os.path.join(FLAGS.work_dir, "results.json")
     _run("dlib_aggregate_results", [
-        _bin("dlib_aggregate_results"),
+        core.command("dlib_aggregate_results"),
         f"--result_file_pattern={model_dir}/metrics/mean/*/results/aggregate/evaluation.json",
         f"--output_path={aggregated}"], h5_root, figures)
     if FLAGS.npz:
-      _run("lievae_prepare_data (npz)", [_bin("lievae_prepare_data"), "shapes3d",
+      _run("lievae_prepare_data (npz)", [core.command("lievae_prepare_data"), "shapes3d",
                                           f"--h5={h5_path}", f"--output_dir={npz_root}",
                                           "--overwrite"], npz_root, figures)
       loader_npz = json.loads(_run("loader from the npz", [sys.executable, __file__,

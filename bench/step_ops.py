@@ -27,12 +27,9 @@ import collections
 import json
 import os
 import re
-import sys
+import tempfile
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "bench"))
-
-import train_throughput  # pylint: disable=g-import-not-at-top,wrong-import-position
+import core
 
 NON_COMPUTE = {"Const", "Identity", "IdentityN", "NoOp", "Placeholder", "_Arg", "_Retval",
                "Shape", "ShapeN", "Size", "Rank", "ReadVariableOp", "StopGradient"}
@@ -78,20 +75,13 @@ def summarize_hlo(hlo, optimized):
 
 
 def measure(setting, batch, expm, data_dir, hlo_dir=None):
-  import gin  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from lievae_tf import models, training  # pylint: disable=g-import-not-at-top
-  from lievae_tf.data import ground_truth as data_lib  # pylint: disable=g-import-not-at-top
   os.environ["DISENTANGLEMENT_LIB_DATA"] = data_dir
-  training.parse_gin([os.path.join(REPO, "gin_configs", train_throughput.SETTINGS[setting]["gin"])],
+  built = core.build([core.gin_config(core.SETTINGS[setting]["gin"])],
                      [f"LieGroupVAE.expm = '{expm}'"])
-  try:
-    image_shape = data_lib.observation_shape(data_lib.load_ground_truth_data())
-    vae = training.build_model(models.LieGroupVAE, image_shape, 0)
-  finally:
-    gin.clear_config()
+  vae = built.vae
   vae.optimizer.build(vae.trainable_variables)
-  images = tf.zeros([batch] + list(image_shape))
+  images = tf.zeros([batch] + built.image_shape)
   result = dict(graph=summarize_graph(count_graph(
       tf.function(vae.train_step).get_concrete_function(images).graph.as_graph_def())))
   if expm == "fixed":
@@ -115,12 +105,11 @@ def main():
   parser.add_argument("--hlo_dir", default=None)
   parser.add_argument("--json", action="store_true")
   args = parser.parse_args()
-  import tempfile  # pylint: disable=g-import-not-at-top
   temporary = None if args.data_dir else tempfile.TemporaryDirectory(prefix="lievae_ops_")
   data_dir = args.data_dir or temporary.name
   everything = {}
   for setting in args.settings.split(","):
-    train_throughput._write_data(data_dir, setting)  # pylint: disable=protected-access
+    core.write_data(data_dir, setting)
     for expm in ("tf", "fixed"):
       everything.setdefault(setting, {})[f"expm_{expm}"] = measure(setting, args.batch, expm,
                                                                    data_dir, args.hlo_dir)

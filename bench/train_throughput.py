@@ -45,17 +45,18 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
 import numpy as np
 
-THREADS = 2
+import core
+
 MALLOC_TUNED = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736",
                 "MALLOC_TOP_PAD_": "1073741824"}
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXED_EXPM = "LieGroupVAE.expm = 'fixed'"
+XLA = "training.jit_compile = True"
+BF16 = "training.precision = 'mixed_bfloat16'"
 
 # name -> (worker kind, extra environment, worker options)
 SIDES = {
@@ -63,48 +64,21 @@ SIDES = {
     "paper": ("paper", {}, {}),
     "paper_tuned_malloc": ("paper", MALLOC_TUNED, {}),
     "paper_one_decode": ("paper", {}, {"one_decode": True}),
-    "lievae_fixed_expm": ("lievae", {}, {"expm": "fixed"}),
-    "lievae_xla": ("lievae", {}, {"expm": "fixed", "jit_compile": True}),
-    "lievae_xla_tf_expm": ("lievae", {}, {"jit_compile": True}),
+    "lievae_fixed_expm": ("lievae", {}, {"bindings": [FIXED_EXPM]}),
+    "lievae_xla": ("lievae", {}, {"bindings": [FIXED_EXPM, XLA]}),
+    "lievae_xla_tf_expm": ("lievae", {}, {"bindings": [XLA]}),
     "lievae_tuned_malloc": ("lievae", MALLOC_TUNED, {}),
     "lievae_inter_op_1": ("lievae", {}, {"inter_op": 1}),
     "lievae_onednn_off": ("lievae", {"TF_ENABLE_ONEDNN_OPTS": "0"}, {}),
-    "lievae_bf16": ("lievae", {}, {"precision": "mixed_bfloat16"}),
-    "lievae_bf16_onednn_off": ("lievae", {"TF_ENABLE_ONEDNN_OPTS": "0"},
-                               {"precision": "mixed_bfloat16"}),
-    "lievae_bf16_fixed_expm": ("lievae", {}, {"precision": "mixed_bfloat16", "expm": "fixed"}),
-    "lievae_bf16_xla": ("lievae", {}, {"precision": "mixed_bfloat16", "expm": "fixed",
-                                       "jit_compile": True}),
+    "lievae_bf16": ("lievae", {}, {"bindings": [BF16]}),
+    "lievae_bf16_onednn_off": ("lievae", {"TF_ENABLE_ONEDNN_OPTS": "0"}, {"bindings": [BF16]}),
+    "lievae_bf16_fixed_expm": ("lievae", {}, {"bindings": [BF16, FIXED_EXPM]}),
+    "lievae_bf16_xla": ("lievae", {}, {"bindings": [BF16, FIXED_EXPM, XLA]}),
 }
-
-# The published settings (gin_configs/<setting>.gin) and small synthetic grids in their formats.
-SETTINGS = {
-    "dsprites": dict(gin="dsprites.gin", factor_sizes=(1, 3, 6, 10, 8, 8)),
-    "shapes3d": dict(gin="shapes3d.gin", factor_sizes=(4, 4, 4, 4, 4, 5)),
-}
-REPLY = "@@"  # worker replies are the stdout lines that start with this
+SETTINGS = core.SETTINGS
 
 
 # The workers.
-
-
-def _reply(value):
-  print(REPLY + json.dumps(value), flush=True)
-
-
-def _write_data(data_dir, setting):
-  """Writes the setting's synthetic grid where dlib / lievae look for it (idempotent)."""
-  from lievae_tf.data import synthetic  # pylint: disable=g-import-not-at-top
-  sizes = SETTINGS[setting]["factor_sizes"]
-  if setting == "dsprites":
-    path = synthetic.dsprites_path(data_dir)
-    if not os.path.exists(path):
-      synthetic.write_synthetic_dsprites(data_dir, sizes)
-  else:
-    path = os.path.join(data_dir, "3dshapes", "3dshapes.h5")
-    if not os.path.exists(path):
-      synthetic.write_synthetic_shapes3d_h5(path, sizes)
-  return path
 
 
 def _load_images(path):
@@ -129,34 +103,19 @@ def _matmul_peak(matmul, size=2048, repeats=8, rounds=5):
   return best
 
 
-def lievae_worker(setting, batch, data_dir, jit_compile=False, inter_op=None,
-                  precision="float32", expm="tf"):
+def lievae_worker(setting, batch, data_dir, bindings=(), inter_op=None):
   """Serves `run N` (seconds for N training steps), `peak` and `expm` on stdin."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from lievae_tf.keras2 import keras  # pylint: disable=g-import-not-at-top
-  tf.config.threading.set_intra_op_parallelism_threads(THREADS)
-  tf.config.threading.set_inter_op_parallelism_threads(inter_op or THREADS)
-  import gin  # pylint: disable=g-import-not-at-top
-  from lievae_tf import models, training  # pylint: disable=g-import-not-at-top
+  tf.config.threading.set_intra_op_parallelism_threads(core.THREADS)
+  tf.config.threading.set_inter_op_parallelism_threads(inter_op or core.THREADS)
   from lievae_tf.training import callbacks as callbacks_lib  # pylint: disable=g-import-not-at-top
   from lievae_tf.training import devices  # pylint: disable=g-import-not-at-top
-  from lievae_tf.data import ground_truth as data_lib  # pylint: disable=g-import-not-at-top
-  from lievae_tf.errors import UserError  # pylint: disable=g-import-not-at-top
 
   os.environ["DISENTANGLEMENT_LIB_DATA"] = data_dir
-  training.parse_gin([os.path.join(REPO, "gin_configs", SETTINGS[setting]["gin"])],
-                     [f"LieGroupVAE.expm = '{expm}'"])
-  ground_truth_data = data_lib.load_ground_truth_data()
-  image_shape = data_lib.observation_shape(ground_truth_data)
-  strategy = tf.distribute.get_strategy()  # what lievae_train's "auto" picks without a GPU
-  problem = devices.precision_problem(precision, strategy)
-  if problem:  # as lievae_train refuses it (e.g. bfloat16 on a CPU without AVX-512)
-    raise UserError(problem)
-  vae = training.build_model(models.LieGroupVAE, image_shape, 0, precision,
-                             jit_compile=jit_compile)
-  dataset = strategy.distribute_datasets_from_function(
-      data_lib.make_input_fn(ground_truth_data, batch, seed=0))
-  gin.clear_config()
+  built = core.build([core.gin_config(SETTINGS[setting]["gin"])], bindings)
+  vae, dataset = built.vae, core.input_dataset(built, batch)
+  precision, jit_compile = built.options["precision"], built.options["jit_compile"]
   # lievae_train's per-step callbacks (the progress bar writes to the worker's null stderr).
   callbacks = [callbacks_lib.StopOnNonFiniteLoss(),
                callbacks_lib.ScalarLogger(tf.summary.create_noop_writer(), 100),
@@ -209,21 +168,20 @@ def lievae_worker(setting, batch, data_dir, jit_compile=False, inter_op=None,
     return timings
 
   # What lievae_train's device line says: oneDNN's bfloat16 kernels or the slow fallback.
-  facts = ({"bfloat16_kernels": devices.bfloat16_kernels(strategy)}
+  facts = ({"bfloat16_kernels": devices.bfloat16_kernels(built.strategy)}
            if precision == "mixed_bfloat16" else {})
-  serve(run, lambda: _matmul_peak(lambda n: matmuls(tf.constant(n)).numpy()), expm=expm_ms,
-        facts=facts)
+  core.serve({"run": run, "peak": lambda: _matmul_peak(lambda n: matmuls(tf.constant(n)).numpy()),
+              "expm": expm_ms}, facts)
 
 
 def paper_worker(setting, batch, data_dir, one_decode=False):
   """Serves `run N`, `peak` and `flops` on stdin, for the paper code's step in PyTorch."""
   import torch  # pylint: disable=g-import-not-at-top
-  torch.set_num_threads(THREADS)
-  sys.path.insert(0, os.path.join(REPO, "tests"))  # the PyTorch reference lives with the tests
-  import torch_reference  # pylint: disable=g-import-not-at-top
+  torch.set_num_threads(core.THREADS)
+  torch_reference = core.torch_reference()
 
   config = _gin_model_config(setting)
-  images = torch.from_numpy(_load_images(_write_data(data_dir, setting)))
+  images = torch.from_numpy(_load_images(core.write_data(data_dir, setting)))
   torch.manual_seed(0)
   model = torch_reference.LieGroupVAE(
       subgroup_sizes_ls=config["subgroup_sizes"], subspace_sizes_ls=config["subspace_sizes"],
@@ -266,114 +224,60 @@ def paper_worker(setting, batch, data_dir, one_decode=False):
     for _ in range(n):
       torch.mm(a, a)
 
-  serve(run, lambda: _matmul_peak(matmuls), flops)
+  core.serve({"run": run, "peak": lambda: _matmul_peak(matmuls), "flops": flops})
 
 
 def _gin_model_config(setting):
   """The LieGroupVAE settings of gin_configs/<setting>.gin, read by gin itself."""
   import gin  # pylint: disable=g-import-not-at-top
   from lievae_tf import models, training  # pylint: disable=g-import-not-at-top
-  training.parse_gin([os.path.join(REPO, "gin_configs", SETTINGS[setting]["gin"])])
+  training.parse_gin([core.gin_config(SETTINGS[setting]["gin"])])
   config = models.LieGroupVAE(num_channels=1).get_config()
   gin.clear_config()
   return config
 
 
-def serve(run, peak, flops=None, expm=None, facts=None):
-  """Says `ready` with the side's `facts` (a dict, e.g. which kernels), then answers the
-  coordinator's commands, one reply line each, until `quit`."""
-  _reply(dict(ready=True, **(facts or {})))
-  for line in sys.stdin:
-    command, *args = line.split()
-    if command == "quit":
-      return
-    if command == "run":
-      _reply(run(int(args[0])))
-    else:
-      handler = {"peak": peak, "flops": flops, "expm": expm}.get(command)
-      _reply(handler() if handler else None)
-
-
 # The coordinator.
 
 
-class WorkerDied(RuntimeError):
-  pass
-
-
-class Worker:
+def start_worker(side, setting, batch, data_dir):
   """One side's warm worker process for one setting and batch size."""
-
-  def __init__(self, side, setting, batch, data_dir):
-    kind, env, options = SIDES[side]
-    self.side = side
-    command = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--setting", setting,
-               "--batch", str(batch), "--data_dir", data_dir,
-               "--worker_options", json.dumps(options)]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env}
-    self.stderr = tempfile.TemporaryFile("w+")
-    self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=self.stderr, env=env, text=True)
-
-  def ask(self, command=None):
-    """Sends `command` (if any) and returns the worker's next reply."""
-    if command:
-      self.process.stdin.write(command + "\n")
-      self.process.stdin.flush()
-    for line in self.process.stdout:
-      if line.startswith(REPLY):
-        return json.loads(line[len(REPLY):])
-    self.process.wait()
-    self.stderr.seek(0)
-    lines = [line.rstrip() for line in self.stderr if line.strip()]
-    last_error = max((i for i, line in enumerate(lines) if "Error" in line), default=None)
-    if last_error is None:
-      raise WorkerDied(f"exit code {self.process.returncode}")
-    # TF's "...Error: Graph execution error:" says what failed in the first unindented line
-    # after the node and its traceback (or "<stack traces unavailable>").
-    reason = next((line for line in lines[last_error + 1:] if not line[0].isspace()
-                   and not line.startswith(("Detected at node", "<"))), "")
-    raise WorkerDied(f"{lines[last_error].strip()} {reason}")
-
-  def close(self):
-    self.stderr.close()
-    if self.process.poll() is None:
-      self.process.stdin.write("quit\n")
-      self.process.stdin.close()
-      self.process.wait()
+  kind, env, options = SIDES[side]
+  return core.Worker(side, [os.path.abspath(__file__), "--worker", kind, "--setting", setting,
+                            "--batch", str(batch), "--data_dir", data_dir,
+                            "--worker_options", json.dumps(options)], env)
 
 
 def measure(setting, batch, sides, args):
   """Interleaved rounds of every side on one setting: {side: {images_per_s, min, max, ...}}."""
   steps = max(3, args.images_per_round // batch)
-  started = [Worker(side, setting, batch, args.data_dir) for side in sides]
+  started = [start_worker(side, setting, batch, args.data_dir) for side in sides]
   workers = list(started)
   failed = {}
   facts = {}
   try:
     for worker in list(workers):
       try:
-        facts[worker.side] = worker.ask()  # "ready": its model is built
-        facts[worker.side].pop("ready")
-        worker.ask(f"run {args.warmup_steps}")
-      except WorkerDied as e:  # e.g. a lever that does not compile: report it, go on
-        failed[worker.side] = dict(failed=str(e)[:300])
+        facts[worker.name] = worker.ready()  # its model is built
+        worker.ask("run", args.warmup_steps)
+      except core.WorkerDied as e:  # e.g. a lever that does not compile: report it, go on
+        failed[worker.name] = dict(failed=str(e)[:300])
         workers.remove(worker)
-    sides = [worker.side for worker in workers]
+    sides = [worker.name for worker in workers]
     rates = {side: [] for side in sides}
     for _ in range(args.rounds):
       for worker in workers:
-        rates[worker.side].append(steps * batch / worker.ask(f"run {steps}"))
+        rates[worker.name].append(steps * batch / worker.ask("run", steps))
     results = {side: dict(images_per_s=statistics.median(r), min=min(r), max=max(r),
                           rounds=len(r), steps_per_round=steps, **facts[side])
                for side, r in rates.items()}
     if args.flops:
       for worker in workers:
-        results[worker.side]["matmul_peak_gflops"] = worker.ask("peak")
+        results[worker.name]["matmul_peak_gflops"] = worker.ask("peak")
         expm = worker.ask("expm")
         if expm:
-          results[worker.side]["expm_ms"] = expm
-      counter = next((w for w in workers if SIDES[w.side][0] == "paper"), None)
+          results[worker.name]["expm_ms"] = expm
+      counter = next((w for w in workers if SIDES[w.name][0] == "paper"), None)
       if counter:
         counts = counter.ask("flops")
         for side in sides:
@@ -439,8 +343,8 @@ def main():
   args = parser.parse_args()
 
   if args.worker:
-    worker = {"lievae": lievae_worker, "paper": paper_worker}[args.worker]
-    worker(args.setting, args.batch, args.data_dir, **json.loads(args.worker_options))
+    serve = {"lievae": lievae_worker, "paper": paper_worker}[args.worker]
+    serve(args.setting, args.batch, args.data_dir, **json.loads(args.worker_options))
     return
 
   sides = (args.only or args.sides).split(",")
@@ -456,7 +360,7 @@ def main():
     temporary = tempfile.TemporaryDirectory(prefix="lievae_bench_")
     args.data_dir = temporary.name
   for setting in settings:  # written once, before any clock runs
-    _write_data(args.data_dir, setting)
+    core.write_data(args.data_dir, setting)
 
   baseline = "paper" if "paper" in sides else sides[0]
   everything = {}
@@ -482,7 +386,7 @@ def main():
       print(json.dumps(everything))
   else:
     grids = ", ".join(f"{s} {SETTINGS[s]['factor_sizes']}" for s in settings)
-    print(f"\n{THREADS} threads per side; {args.rounds} interleaved rounds of "
+    print(f"\n{core.THREADS} threads per side; {args.rounds} interleaved rounds of "
           f"{args.images_per_round} images after {args.warmup_steps} warm-up steps; "
           f"synthetic grids: {grids}.")
   if temporary:

@@ -1,5 +1,6 @@
 """The benchmarks run their real sides end to end (their figures are not asserted: CI is noisy)."""
 
+import importlib
 import importlib.util
 import json
 import os
@@ -8,11 +9,48 @@ import shutil
 import subprocess
 import sys
 
+import gin
+import numpy as np
 import pytest
 import tensorflow as tf
 
 import conftest
 import machine
+
+
+def _bench_module(name):
+  """bench/<name>.py, imported as a bench imports its core (bench/ first on sys.path)."""
+  sys.path.insert(0, os.path.join(conftest.REPO, "bench"))
+  try:
+    return importlib.import_module(name)
+  finally:
+    sys.path.pop(0)
+
+
+def test_the_bench_core_builds_what_lievae_train_builds(tmp_path):
+  """Every bench times the model of `core.build`: it is the one lievae_train's set-up builds from
+  the same gin configuration (the same settings, initial weights, optimizer, XLA setting)."""
+  from lievae_tf import models, training  # pylint: disable=import-outside-toplevel
+  from lievae_tf.training import run  # pylint: disable=import-outside-toplevel
+  core = _bench_module("core")
+  configs = [os.path.join(conftest.GIN_CONFIGS, "dsprites.gin")]
+  # The opt-in XLA step: a model built by hand, not by lievae_train's way, would miss it.
+  bindings = ["LieGroupVAE.expm = 'fixed'", "training.jit_compile = True"]
+  bench = core.build(configs, bindings)
+  training.parse_gin(configs, bindings)
+  try:
+    trained = run.set_up(str(tmp_path / "model"), False, models.LieGroupVAE, 0, 8).vae
+  finally:
+    gin.clear_config()
+  assert bench.image_shape == [64, 64, 1] and bench.options["jit_compile"]
+  vae = bench.vae
+  assert vae.get_config() == trained.get_config()
+  assert vae.xla_compiled_step and trained.xla_compiled_step
+  assert type(vae.optimizer) is type(trained.optimizer)
+  assert vae.optimizer.get_config() == trained.optimizer.get_config()
+  assert [w.name for w in vae.weights] == [w.name for w in trained.weights]
+  for ours, theirs in zip(vae.weights, trained.weights):
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy(), err_msg=ours.name)
 
 
 def test_train_throughput_json_has_every_setting_and_a_failed_lever_is_reported():
@@ -80,11 +118,7 @@ def test_end_to_end_json_has_both_settings_and_the_runs_own_rates(tmp_path):
 
 def test_end_to_end_takes_its_pauses_out_of_each_logged_window():
   """A pause across a window boundary counts against both windows, each by its own part."""
-  sys.path.insert(0, os.path.join(conftest.REPO, "bench"))
-  try:
-    import end_to_end  # pylint: disable=g-import-not-at-top,import-outside-toplevel
-  finally:
-    sys.path.pop(0)
+  end_to_end = _bench_module("end_to_end")
   # Batch 10, steps 1 -> 11 -> 21: 100 images a window. Logged over 1.5 s (ending at wall time
   # 101) and 3 s (ending at 104); the bench paused the run from 100.5 to 101.5.
   windows = [(11, 100 / 1.5, 101.0), (21, 100 / 3.0, 104.0)]

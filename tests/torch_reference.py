@@ -3,8 +3,9 @@
 For tests and benchmarks, not for training runs: the parity tests save models of this module in
 the paper code's format and check that `lievae_import_torch` reproduces every number, and
 `PaperTrainStep` is the paper code's training step as published (the baseline of benchmarks).
-It lives with the tests, outside the package (which imports without torch); the benches and
-docs/whole_run_comparison.py put tests/ on sys.path to import it.
+It lives with the tests, outside the package (which imports without torch); the benches load it
+from this file (`bench/core.py`'s `torch_reference`), docs/whole_run_comparison.py puts tests/ on
+sys.path to import it.
 
 Written from docs/model.md. Only the names are the paper code's: the `state_dict` keys of its
 `LieCeleb` (`encoder.prior_group.{0,2,4,6}` convs and `.{9,11}` linears,

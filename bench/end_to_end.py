@@ -139,8 +139,8 @@ def micro_costs(setting, batch, data_dir):
       "stop_signal_callback": callbacks_lib.CheckpointOnStopSignal(threading.Event(), manager,
                                                                    strategy),
       "progress_bar": callbacks_lib.ProgressBar(10**9, 0, options["log_every"], batch),
-      "image_logging": visualize.ImageLogger(writer, options["image_every"],
-                                             visualize.sample_images(data, 0)),
+      "image_logging": callbacks_lib.ImageLogger(writer, options["image_every"],
+                                                 visualize.sample_images(data, 0)),
   }
   logs = {name: tracker.result() for name, tracker in vae.trackers.items()}
   per_step, per_event = {}, {}

@@ -61,11 +61,12 @@ def stock_side(model_dir, side_dir, env):
   from lievae_tf.pipeline import scoring  # pylint: disable=g-import-not-at-top
   representation = os.path.join(model_dir, "postprocessed", "mean")
   wall = peak = 0.0
-  for metric in registry.names(protocol="dlib"):
-    command = scoring.evaluate_command(representation, os.path.join(side_dir, metric), metric, [])
-    seconds, rss = run(suite.seeded_stock_command(command, registry.get(metric).gin_config),
-                       env, os.path.join(side_dir, f"{metric}.log"))
-    print(f"  {metric}: {seconds:.0f} s, {rss:.2f} GB", flush=True)
+  for metric in registry.metrics(protocol="dlib"):
+    command = scoring.evaluate_command(representation, os.path.join(side_dir, metric.name), metric,
+                                       [])
+    seconds, rss = run(suite.seeded_stock_command(command, metric.gin_config),
+                       env, os.path.join(side_dir, f"{metric.name}.log"))
+    print(f"  {metric.name}: {seconds:.0f} s, {rss:.2f} GB", flush=True)
     wall, peak = wall + seconds, max(peak, rss)
   return wall, peak
 

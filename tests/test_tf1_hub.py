@@ -1,4 +1,4 @@
-"""lievae_tf.interop.tf1_hub: TF1 Hub modules written and read with TF's SavedModel tools, on either
+"""lievae_tf.dlib.tf1_hub: TF1 Hub modules written and read with TF's SavedModel tools, on either
 stack, as disentanglement_lib uses them (apply a signature, add a transform, export again), and
 interchangeable with tensorflow-hub 0.15's where that is installed (the pinned stack)."""
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lievae_tf.interop import tf1_hub
+from lievae_tf.dlib import tf1_hub
 
 tf1 = tf.compat.v1
 HUB_HAS_TF1_API = int(importlib.metadata.version("tensorflow-hub").split(".")[1]) < 16

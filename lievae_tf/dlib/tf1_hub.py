@@ -1,21 +1,27 @@
 """TF1 Hub modules (the format disentanglement_lib exports, postprocesses and scores), on any TF 2.
 
-tensorflow-hub 0.16 removed the TF1 module API that disentanglement_lib calls (`hub.Module`,
-`create_module_spec`, `add_signature`, `load_module_spec`, `eval_function_for_module`) but kept
-`hub.load` and `hub.KerasLayer`, which still read the format. This module writes and reads that
-format with TensorFlow's own SavedModel tools, for what dlib and lievae_tf need of it:
+Needed by: tensorflow-hub 0.16 (current stack), which removed the TF1 module API that
+disentanglement-lib 1.5 calls (`hub.Module`, `create_module_spec` and the spec's `export`,
+`add_signature`, `load_module_spec`, `eval_function_for_module`) but kept `hub.load` and
+`hub.KerasLayer`, which still read the format; `shims.add_tf1_hub_api` lends it to
+`tensorflow_hub` there. Our export and scoring use it on both stacks (one code path). This module
+writes and reads that format with TensorFlow's own SavedModel tools, for what dlib and lievae_tf
+need of it (dlib's own `utils/convolute_hub_test.py` runs on it, tests/test_tf1_hub.py):
 
 - a module directory holds `saved_model.pb` (one MetaGraphDef per tag set, the module's signatures
   as its `signature_def`s), `variables/` (a name-based checkpoint of the module's variables),
   `assets/` and `tfhub_module.pb` (the format marker, FORMAT_V3);
-- `create_module_spec(module_fn, tags_and_args)` builds one graph per tag set;
+- `create_module_spec(module_fn, tags_and_args)` builds one graph per tag set; the spec's
+  `export(path, checkpoint_path=...)` writes it with its variables read from a checkpoint (how
+  dlib's `export_as_tf_hub` exports a trained model);
 - `Module(spec_or_path)` instantiates a module in the current TF1 graph: its variables are
   created once (initialised from the module's checkpoint), and each call imports the ops that the
   signature's outputs need, wired to the caller's inputs and to those variables;
 - `eval_function_for_module(path)` loads one tag set into a session of its own.
 
 Gradients through an instantiated `Module`, and modules with assets or table initialisers, are
-tensorflow-hub 0.15's (the pinned stack, docs/environment.md), not this module's.
+tensorflow-hub 0.15's (the pinned stack, docs/environment.md), not this module's. This module
+was `lievae_tf.interop.tf1_hub`, a name that still imports it.
 """
 
 import collections
@@ -279,7 +285,7 @@ def _as_output(outputs, as_dict):
 def loaded_module(path, tags=None, freeze=False):
   """Yields (graph, session, signature_defs) of the module's tag set `tags`, loaded into a session
   of its own; with `freeze`, its variables are first converted to constants
-  (lievae_tf.evaluation.frozen_module says why)."""
+  (lievae_tf.dlib.frozen_scoring says why)."""
   with tf.Graph().as_default() as graph:
     session = tf1.Session(graph=graph)
     try:

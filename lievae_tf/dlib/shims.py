@@ -1,15 +1,19 @@
 """What disentanglement_lib 1.5 (2020, TF 1.14 era) cannot run without on either supported stack.
 
-Each shim is one function below, with one line on what it fixes and which versions need it; the
-table in docs/environment.md lists the same. `apply()` registers them: a shim for module M runs
-once M has been imported (wrapt's post-import hooks; at once if M already is), and does nothing
-where the installed version does not need it. The `.pth` file that `install_site_hook()` writes
-calls `apply()` at the start of every Python process of the project's environment, which is what
-makes the unmodified `dlib_*` commands run there; our own commands call it themselves
-(`lievae_tf.cli.run`), so they do not depend on the hook. `apply()` imports no TensorFlow.
+Needed by: disentanglement-lib 1.5 with gin-config 0.4 and tensorflow-hub 0.15 on the pinned stack
+(TF 2.15), gin-config 0.5, numpy 2 and tensorflow-hub 0.16 on the current one (TF 2.21). Each shim
+is one function below, with one line on what it fixes and which versions need it; the table in
+docs/environment.md lists the same. `apply()` registers them: a shim for module M runs once M has
+been imported (wrapt's post-import hooks; at once if M already is), and does nothing where the
+installed version does not need it. The `.pth` file that `install_site_hook()` writes (and that a
+wheel installs) calls `apply()` at the start of every Python process of the project's
+environment, which is what makes the unmodified `dlib_*` commands run there; our own commands call
+it themselves (`lievae_tf.cli.run`), so they do not depend on the hook. `apply()` imports no
+TensorFlow. This module was `lievae_tf.compat`, a name that still imports it (existing `.pth`
+files say `import lievae_tf.compat`).
 
 The speed-ups for dlib's own code (weights-frozen scoring, the lean Shapes3D) are no shims: dlib
-runs without them. Our commands choose them explicitly (`lievae_tf.evaluation.speedups`); for the
+runs without them. Our commands choose them explicitly (`lievae_tf.dlib.speedups`); for the
 stock commands the one switch LIEVAE_TF_DLIB_SPEEDUPS (default 1; 0 runs dlib as shipped) says
 whether `apply()` registers them too.
 """
@@ -128,11 +132,12 @@ def add_numpy_float_(numpy):
 
 
 def add_tf1_hub_api(hub):
-  """dlib calls `hub.Module`, `create_module_spec`, `add_signature`, `eval_function_for_module`;
-  tensorflow-hub 0.16 (current stack) removed them: ours (`lievae_tf.interop.tf1_hub`)."""
+  """dlib calls `hub.Module`, `create_module_spec` (and the spec's `export`), `add_signature`,
+  `eval_function_for_module`; tensorflow-hub 0.16 (current stack) removed them: ours
+  (`lievae_tf.dlib.tf1_hub`)."""
   if not _at_least(hub, (0, 16)) or hasattr(hub, "eval_function_for_module"):
     return
-  from lievae_tf.interop import tf1_hub  # pylint: disable=g-import-not-at-top
+  from lievae_tf.dlib import tf1_hub  # pylint: disable=g-import-not-at-top
   for name in ("Module", "ModuleSpec", "create_module_spec", "add_signature",
                "load_module_spec", "eval_function_for_module"):
     setattr(hub, name, getattr(tf1_hub, name))
@@ -172,7 +177,7 @@ def apply():
   for module_name, shim in SHIMS:
     wrapt.register_post_import_hook(shim, module_name)
   if speedups_enabled():
-    from lievae_tf.evaluation import speedups  # pylint: disable=g-import-not-at-top
+    from lievae_tf.dlib import speedups  # pylint: disable=g-import-not-at-top
     speedups.register_for_stock_commands()
 
 

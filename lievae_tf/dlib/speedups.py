@@ -1,13 +1,16 @@
-"""lievae_tf's speed-ups for disentanglement_lib's own code. dlib runs without them; with them,
+"""lievae_tf's speed-ups for disentanglement_lib's own code, and where they hook into dlib.
+
+Needed by: no version. disentanglement-lib 1.5 runs without them, on either stack; with them,
 scores are dlib's (bit for bit for the lean Shapes3D, to float rounding for frozen scoring):
 
 - frozen scoring: dlib's `evaluate` encodes through the module with its weights frozen to
-  constants (`lievae_tf.evaluation.frozen_module`), about 10-20 % faster on CPU;
+  constants (`lievae_tf.dlib.frozen_scoring`), about 10-20 % faster on CPU;
 - lean Shapes3D: dlib's `Shapes3D` holds the grid as uint8 instead of a ~24 GB float32 copy
-  (`lievae_tf.data.shapes3d.lean_dlib_shapes3d`), observations bit-identical.
+  (`lievae_tf.dlib.lean_shapes3d`), observations bit-identical.
 
-Our commands choose them where they load dlib (`lievae_evaluate`'s suite, the training data);
-the stock `dlib_*` commands get them through `compat.apply()` unless LIEVAE_TF_DLIB_SPEEDUPS=0.
+Our commands choose them where they load dlib (`lievae_evaluate`'s suite, `lievae_train`'s data);
+the stock `dlib_*` commands get them through `shims.apply()` unless LIEVAE_TF_DLIB_SPEEDUPS=0.
+This module was `lievae_tf.evaluation.speedups`, a name that still imports it.
 """
 
 import importlib
@@ -18,14 +21,14 @@ SHAPES3D_MODULE = "disentanglement_lib.data.ground_truth.shapes3d"
 
 def use_frozen_scoring(evaluate_module):
   """dlib's `evaluate` scores through the weights-frozen module."""
-  from lievae_tf.evaluation import frozen_module  # pylint: disable=g-import-not-at-top
-  frozen_module.use_in_dlib_evaluate(evaluate_module)
+  from lievae_tf.dlib import frozen_scoring  # pylint: disable=g-import-not-at-top
+  frozen_scoring.use_in_dlib_evaluate(evaluate_module)
 
 
 def use_lean_shapes3d(shapes3d_module):
   """dlib's `Shapes3D` holds uint8."""
-  from lievae_tf.data import shapes3d  # pylint: disable=g-import-not-at-top
-  shapes3d.use_lean_dlib_shapes3d(shapes3d_module)
+  from lievae_tf.dlib import lean_shapes3d  # pylint: disable=g-import-not-at-top
+  lean_shapes3d.use_lean_dlib_shapes3d(shapes3d_module)
 
 
 SPEEDUPS = ((EVALUATE_MODULE, use_frozen_scoring), (SHAPES3D_MODULE, use_lean_shapes3d))

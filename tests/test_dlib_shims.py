@@ -102,6 +102,32 @@ def test_importing_the_package_applies_nothing():
   assert result.stdout.split() == ["False", "False"]
 
 
+# Moved into lievae_tf/dlib/; the old names stay importable.
+OLD_NAMES = {"lievae_tf.compat": "lievae_tf.dlib.shims",
+             "lievae_tf.evaluation.speedups": "lievae_tf.dlib.speedups",
+             "lievae_tf.evaluation.frozen_module": "lievae_tf.dlib.frozen_scoring",
+             "lievae_tf.interop.tf1_hub": "lievae_tf.dlib.tf1_hub"}
+
+
+def test_an_earlier_installs_pth_and_the_old_module_names_still_work(tmp_path):
+  """The `.pth` of an environment set up before the move says `import lievae_tf.compat`: `site`
+  runs it (here from a directory of its own, in a process without the environment's hook), and
+  it applies the shims; each old name is the moved module itself (one state), not a copy."""
+  (tmp_path / "lievae_tf_dlib_compat.pth").write_text("import lievae_tf.compat as _c; _c.apply()\n")
+  code = ("import importlib, json, site, sys; sys.path[:0] = sys.argv[1:3]; "
+          "site.addsitedir(sys.argv[3]); shims = sys.modules.get('lievae_tf.dlib.shims'); "
+          "print(json.dumps([shims is not None and shims._applied] + "
+          "[importlib.import_module(old) is importlib.import_module(new) "
+          "for old, new in json.loads(sys.argv[4]).items()]))")
+  result = subprocess.run(
+      [sys.executable, "-S", "-c", code,
+       os.path.dirname(os.path.dirname(os.path.dirname(shims.__file__))),
+       sysconfig.get_paths()["purelib"], str(tmp_path), json.dumps(OLD_NAMES)],
+      capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  assert result.returncode == 0 and "Error processing" not in result.stderr, result.stderr[-2000:]
+  assert json.loads(result.stdout.strip().splitlines()[-1]) == [True] * (1 + len(OLD_NAMES))
+
+
 @pytest.mark.parametrize("module_name, shim", [(m, s) for m, s in shims.SHIMS])
 def test_every_shim_is_documented(module_name, shim):
   docs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",

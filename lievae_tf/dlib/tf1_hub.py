@@ -110,6 +110,32 @@ class ModuleSpec:
   def meta_graphs(self):
     return list(self._meta_graphs.values())
 
+  def export(self, path, _sentinel=None, checkpoint_path=None, name_transform_fn=None):  # pylint: disable=invalid-name
+    """Writes the module to the directory `path`, each variable's value read from the checkpoint
+    `checkpoint_path` under its name in the module (or `name_transform_fn(name)`): how dlib's
+    `export_as_tf_hub` writes a trained model."""
+    del _sentinel
+    if not checkpoint_path:
+      raise ValueError("ModuleSpec.export needs checkpoint_path, the checkpoint that holds the "
+                       "module's variables")
+    name_in_checkpoint = name_transform_fn or (lambda name: name)
+    reader = tf.train.load_checkpoint(checkpoint_path)
+    stored_shapes = reader.get_variable_to_shape_map()
+    values = {}
+    for tags in self._meta_graphs:  # every tag set's variables (dlib's share one set)
+      with tf.Graph().as_default():
+        variables = Module(self, tags=tags).variable_map
+      for name, variable in variables.items():
+        stored = name_in_checkpoint(name)
+        if stored not in stored_shapes:
+          raise ValueError(f"{checkpoint_path} holds no variable {stored!r} (the module's "
+                           f"{name!r}); it holds {sorted(stored_shapes)}")
+        if not variable.shape.is_compatible_with(stored_shapes[stored]):
+          raise ValueError(f"{checkpoint_path}: {stored!r} has shape {stored_shapes[stored]}, the "
+                           f"module's {name!r} {variable.shape}")
+        values[name] = reader.get_tensor(stored).astype(variable.dtype.base_dtype.as_numpy_dtype)
+    write_module(path, self.meta_graphs(), values)
+
 
 def create_module_spec(module_fn, tags_and_args=None, drop_collections=None):
   """Builds `module_fn(**args)` in a graph of its own for each `(tags, args)` (default: the

@@ -13,15 +13,15 @@ import os
 import setuptools
 from setuptools.command import build_py
 
-SITE_HOOK = "lievae_tf_dlib_compat.pth"  # lievae_tf.compat.PTH_NAME, a file of the package
+SITE_HOOK = "lievae_tf_dlib_compat.pth"  # lievae_tf.dlib.shims.PTH_NAME, a file of the package
 
 
 class BuildPyWithSiteHook(build_py.build_py):
   """Also puts lievae_tf/lievae_tf_dlib_compat.pth at the top of the build, which a wheel installs
   into site-packages: `site` then runs it at every start-up of the environment, so the stock
-  dlib_* commands get lievae_tf.compat's shims with no step after `pip install`, and
+  dlib_* commands get lievae_tf.dlib.shims' shims with no step after `pip install`, and
   `pip uninstall` removes it. An editable install (scripts/setup_env.sh) has no such top level;
-  there `lievae_tf.compat.install_site_hook()` writes the same file."""
+  there `lievae_tf.dlib.shims.install_site_hook()` writes the same file."""
 
   def run(self):
     super().run()

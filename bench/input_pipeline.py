@@ -217,7 +217,7 @@ def _memory_case():
   _reset_peak_memory()
   if FLAGS.loader == "dlib_shapes3d":
     from disentanglement_lib.data.ground_truth import shapes3d  # pylint: disable=g-import-not-at-top
-    # dlib's own loader (float32 copy of the grid), not the lean one `compat` puts in its place.
+    # dlib's own loader (float32 copy of the grid), not the lean one `lievae_tf.dlib.speedups` puts in its place.
     ground_truth_data = getattr(shapes3d.Shapes3D, "dlib_class", shapes3d.Shapes3D)()
   else:
     ground_truth_data = _load(FLAGS.dataset)

@@ -6,7 +6,7 @@ throughput: images/s of the encoder mean, at the batch sizes dlib's metrics call
   `generate_batch_factor_code`: MIG, DCI, SAP, modularity, downstream, unsupervised; 64 in the
   beta-VAE and FactorVAE metrics), through five paths:
     hub_frozen   how dlib scores here: the `eval_function_for_module` of dlib's `evaluate.hub`
-                 (`lievae_tf.evaluation.frozen_module`: the module's weights frozen to constants) on
+                 (`lievae_tf.dlib.frozen_scoring`: the module's weights frozen to constants) on
                  the postprocessed module, called exactly as
                  `disentanglement_lib/evaluation/evaluate.py` does (signature "representation",
                  `np.array(output["default"])`);
@@ -112,16 +112,16 @@ def make_encoder(path, model_dir):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if path in ("hub", "hub_frozen"):
-    from lievae_tf import compat  # pylint: disable=g-import-not-at-top
-    compat.apply()  # dlib's shims (and the speed-ups, unless switched off)
+    from lievae_tf.dlib import shims  # pylint: disable=g-import-not-at-top
+    shims.apply()  # dlib's shims (and the speed-ups, unless switched off)
     import tensorflow_hub as hub  # pylint: disable=g-import-not-at-top
     if path == "hub_frozen":
       from disentanglement_lib.evaluation import evaluate  # pylint: disable=g-import-not-at-top
-      from lievae_tf.evaluation import frozen_module  # pylint: disable=g-import-not-at-top
+      from lievae_tf.dlib import frozen_scoring  # pylint: disable=g-import-not-at-top
       hub = evaluate.hub  # what dlib calls
-      if not isinstance(hub, frozen_module.HubForScoring):
-        raise SystemExit(f"hub_frozen: dlib's evaluate.hub is not frozen_module's ({hub!r}); "
-                         f"is {compat.SPEEDUPS_SWITCH}=0 set?")
+      if not isinstance(hub, frozen_scoring.HubForScoring):
+        raise SystemExit(f"hub_frozen: dlib's evaluate.hub is not frozen_scoring's ({hub!r}); "
+                         f"is {shims.SPEEDUPS_SWITCH}=0 set?")
     module_path = os.path.join(scoring.representation_dir(model_dir), "tfhub")
     # Open for the worker's life, as dlib keeps it open for a whole metric; the closure holds
     # the context, whose collection would close the session.
@@ -277,7 +277,7 @@ def instrumented_evaluate(report_path, argv):
     return dataset
 
   evaluate.named_data.get_named_ground_truth_data = timed_data
-  hub = evaluate.hub  # what dlib calls: frozen_module's proxy of tensorflow_hub (see compat)
+  hub = evaluate.hub  # what dlib calls: frozen_scoring's proxy of tensorflow_hub (see dlib/shims)
   eval_function_for_module = hub.eval_function_for_module
 
   @contextlib.contextmanager

@@ -2,8 +2,8 @@
 
 Issue 14: dlib's own `Shapes3D` holds the 480,000-image grid as float32 (23.6 GB held, 29.5 GB at
 peak, extrapolated in bench/RESULTS.md), so `dlib_postprocess` and `dlib_evaluate` could not score
-a 3DShapes model on a 24 GB machine. With the lean `Shapes3D` that `lievae_tf.compat` puts in its
-place (uint8, batches divided by 255 as dlib does) this runs, each command in its own process:
+a 3DShapes model on a 24 GB machine. With the lean `Shapes3D` that `lievae_tf.dlib.speedups` puts
+in its place (uint8, batches divided by 255 as dlib does) this runs, each command in its own process:
 
   1. lievae_make_data --dataset=shapes3d        the full-size SYNTHETIC 3dshapes.h5 (5.9 GB)
   2. loader (h5)                                dlib's `named_data` loading 3DShapes from the h5

@@ -38,12 +38,12 @@ def _end_of_output_in_a_multi_worker_run():
 
 
 def run(main):
-  """`absl.app.run(main)` with the disentanglement_lib shims applied (`lievae_tf.compat`, also
+  """`absl.app.run(main)` with the disentanglement_lib shims applied (`lievae_tf.dlib.shims`, also
   where no `.pth` hook did), printing a UserError as `prog: error: message` with its exit status
   (1; `errors.EXIT_STOPPED` for a run stopped by a signal, to be resumed)."""
   from absl import app  # pylint: disable=g-import-not-at-top
-  from lievae_tf import compat  # pylint: disable=g-import-not-at-top
-  compat.apply()
+  from lievae_tf.dlib import shims  # pylint: disable=g-import-not-at-top
+  shims.apply()
 
   def guarded_main(argv):
     try:

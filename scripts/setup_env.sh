@@ -234,7 +234,7 @@ fi
 set +f
 echo "$build" > "$built"
 echo "$stack" > "$built_stack"
-# The .pth hook that makes the stock dlib_* commands work on either stack (lievae_tf/compat.py).
-$venv/bin/python -c "import lievae_tf.compat as c; c.install_site_hook()"
+# The .pth hook that makes the stock dlib_* commands work on either stack (lievae_tf/dlib/shims.py).
+$venv/bin/python -c "from lievae_tf.dlib import shims; shims.install_site_hook()"
 echo "$want" > "$stamp"
 say "$venv ready"

@@ -59,7 +59,7 @@ def images_and_latents():
 
 def module_outputs(module_path, images, latents):
   """{signature/output: array} of every signature of the module at `module_path`."""
-  from lievae_tf.interop import tf1_hub  # pylint: disable=g-import-not-at-top
+  from lievae_tf.dlib import tf1_hub  # pylint: disable=g-import-not-at-top
   inputs = {"images": images, "latent_vectors": latents}
   found = {}
   with tf1_hub.eval_function_for_module(module_path) as evaluate:

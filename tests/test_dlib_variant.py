@@ -6,7 +6,7 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-from lievae_tf import compat
+from lievae_tf.dlib import shims
 from lievae_tf.models import base, beta_vae
 
 
@@ -27,7 +27,7 @@ class BetaTCVAE(beta_vae.DlibVAE):
 
 
 def test_beta_tcvae_regulariser_is_dlibs_on_fixed_codes(monkeypatch):
-  compat.add_contrib_framework(tf)  # dlib's vae.py imports tensorflow.contrib.tpu (TF1 only)
+  shims.add_contrib_framework(tf)  # dlib's vae.py imports tensorflow.contrib.tpu (TF1 only)
   monkeypatch.setitem(sys.modules, "tensorflow.contrib.tpu", types.ModuleType("tpu"))
   from disentanglement_lib.methods.unsupervised import vae as dlib
   mean, logvar, noise = tf.unstack(tf.random.stateless_normal([3, 32, 4], seed=[0, 1]))

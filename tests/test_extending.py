@@ -120,7 +120,7 @@ def test_a_registered_metric_runs_in_dlibs_evaluation(tmp_path, trained_model_di
     scores = json.load(f)
   # The score recomputed here as the metric defines it: the first 8 draws of dlib's
   # RandomState(evaluation.random_seed) through the representation module's stock TF-Hub path.
-  # dlib's evaluate scores through the weights-frozen module (lievae_tf/evaluation/frozen_module.py),
+  # dlib's evaluate scores through the weights-frozen module (lievae_tf/dlib/frozen_scoring.py),
   # whose convolutions may sum in another order: each code is then within a few float32 steps
   # of its scale (eps 1.2e-7 times the ~1e3 terms of a layer's sums bounds it by ~1e-4 relative),
   # and so is their mean of absolute values.

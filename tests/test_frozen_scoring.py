@@ -1,6 +1,6 @@
-"""Scoring through the module with its weights frozen to constants (`lievae_tf.evaluation.frozen_module`):
+"""Scoring through the module with its weights frozen to constants (`lievae_tf.dlib.frozen_scoring`):
 its outputs equal the stock `tensorflow_hub.eval_function_for_module`'s for every signature, the stock
-`dlib_evaluate` really scores through it (the `compat` hook), and MIG and FactorVAE scores agree with
+`dlib_evaluate` really scores through it (the `.pth` hook), and MIG and FactorVAE scores agree with
 the stock path's to 1e-4."""
 
 import json
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import conftest
-from lievae_tf import compat
-from lievae_tf.evaluation import frozen_module
+from lievae_tf.dlib import frozen_scoring
+from lievae_tf.dlib import shims
 from lievae_tf.evaluation import registry
 from lievae_tf.pipeline import scoring
 
@@ -52,7 +52,7 @@ def test_frozen_outputs_equal_the_stock_function_for_every_signature(
                              {"gaussian_encoder", "reconstructions", "decoder"})
   rng = np.random.RandomState(0)
   with hub.eval_function_for_module(spec, tags=tags) as stock, \
-      frozen_module.eval_function_for_module(spec, tags=tags) as frozen:
+      frozen_scoring.eval_function_for_module(spec, tags=tags) as frozen:
     for signature in signatures:
       inputs = _inputs(spec, signature, tags, rng)
       stock_outputs = stock(inputs, signature=signature, as_dict=True)
@@ -86,7 +86,7 @@ def _standard_normal(graph, scope=""):
 def test_frozen_reconstructions_equal_the_stock_modules_for_the_same_noise(tags, trained_model_dir):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_hub as hub  # pylint: disable=g-import-not-at-top
-  from lievae_tf.interop import tf1_hub  # pylint: disable=g-import-not-at-top
+  from lievae_tf.dlib import tf1_hub  # pylint: disable=g-import-not-at-top
   spec = os.path.join(trained_model_dir, "tfhub")
   rng = np.random.RandomState(1)
   images = _inputs(spec, "reconstructions", tags, rng)["images"]
@@ -125,23 +125,23 @@ def test_dlib_evaluate_scores_through_the_frozen_module_in_every_process():
   probe = (
       "import json, tensorflow_hub\n"
       "from disentanglement_lib.evaluation import evaluate\n"
-      "from lievae_tf.evaluation import frozen_module, speedups, suite\n"
+      "from lievae_tf.dlib import frozen_scoring, shared_loads, speedups\n"
       "hub = evaluate.hub\n"
       "speedups.use_frozen_scoring(evaluate)  # again: must not wrap twice\n"
-      "with suite._shared_loads():  # the metric suite's one-module-per-path wrapper\n"
+      "with shared_loads.shared_loads():  # the metric suite's one-module-per-path wrapper\n"
       "  suite_hub = evaluate.hub._hub\n"
       "print(json.dumps({\n"
       "  'frozen': hub.eval_function_for_module is"
-      " frozen_module.HubForScoring.eval_function_for_module,\n"
+      " frozen_scoring.HubForScoring.eval_function_for_module,\n"
       "  'wraps_tensorflow_hub': getattr(hub, '_hub', None) is tensorflow_hub,\n"
       "  'forwards': hub.Module is tensorflow_hub.Module,\n"
       "  'idempotent': evaluate.hub is hub,\n"
       "  'suite_on_top': suite_hub is hub,\n"
       "  'tensorflow_hub_stock': tensorflow_hub.eval_function_for_module.__module__ in"
-      " ('tensorflow_hub.module', 'lievae_tf.interop.tf1_hub')}))\n")
+      " ('tensorflow_hub.module', 'lievae_tf.dlib.tf1_hub')}))\n")
   found = {}
   for switch in ("1", "0"):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **{compat.SPEEDUPS_SWITCH: switch})
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **{shims.SPEEDUPS_SWITCH: switch})
     result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
                             text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -168,14 +168,14 @@ def test_stock_dlib_evaluate_scores_equal_the_stock_hub_path(metric, representat
   scores = {}
   for switch in ("1", "0"):  # frozen (the default), then stock tensorflow_hub
     output_dir = str(tmp_path / switch)
-    env = dict(os.environ, **{compat.SPEEDUPS_SWITCH: switch})
+    env = dict(os.environ, **{shims.SPEEDUPS_SWITCH: switch})
     stock_command = scoring.evaluate_command(representation_dir, output_dir,
                                              registry.get(metric), _BINDINGS[metric])
     assert os.path.basename(stock_command[0]) == "dlib_evaluate"
     result = conftest.command("dlib_evaluate", *stock_command[1:], env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     # The evaluation log says which path scored.
-    assert (frozen_module.FROZEN_LOG_MARK in result.stderr) == (switch == "1"), result.stderr[-3000:]
+    assert (frozen_scoring.FROZEN_LOG_MARK in result.stderr) == (switch == "1"), result.stderr[-3000:]
     with open(os.path.join(output_dir, "results", "json", "evaluation_results.json")) as f:
       scores[switch] = {k: v for k, v in json.load(f).items()
                         if k not in ("elapsed_time", "uuid")}

@@ -10,7 +10,7 @@ import os
 import pytest
 
 import lievae_tf
-from lievae_tf import compat
+from lievae_tf.dlib import shims
 from lievae_tf import gin_configs
 from lievae_tf.evaluation import registry
 from lievae_tf.errors import UserError
@@ -81,9 +81,9 @@ def test_metric_configs_are_package_data():
 
 
 def test_site_hook_written_is_the_one_the_wheel_ships(tmp_path):
-  path = compat.install_site_hook(str(tmp_path))
-  with open(path) as written, open(os.path.join(PACKAGE, compat.PTH_NAME)) as shipped:
-    assert written.read() == shipped.read() == "import lievae_tf.compat as _c; _c.apply()\n"
+  path = shims.install_site_hook(str(tmp_path))
+  with open(path) as written, open(os.path.join(PACKAGE, shims.PTH_NAME)) as shipped:
+    assert written.read() == shipped.read() == "import lievae_tf.dlib.shims as _c; _c.apply()\n"
 
 
 @pytest.mark.commands

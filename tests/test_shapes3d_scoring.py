@@ -1,4 +1,4 @@
-"""dlib's Shapes3D as `compat` replaces it: uint8 in memory, observations bit-identical to dlib's
+"""dlib's Shapes3D as `lievae_tf.dlib.lean_shapes3d` replaces it: uint8 in memory, observations bit-identical to dlib's
 own code path, the same random draws, from the public h5 alone or from dlib's npz. SYNTHETIC data."""
 
 import json
@@ -70,8 +70,8 @@ def test_the_site_hook_replaces_dlibs_class_without_importing_tensorflow(dlib_mo
   assert named_data.shapes3d.Shapes3D is dlib_module.Shapes3D
   # The .pth hook runs in every process of the environment; it must stay cheap.
   result = command("python", "-c", "import sys; print(sorted(m for m in sys.modules if m in "
-                   "('tensorflow', 'lievae_tf.data.shapes3d', 'lievae_tf.compat')))")
-  assert result.stdout.strip() == "['lievae_tf.compat']", result.stderr[-2000:]
+                   "('tensorflow', 'lievae_tf.data.shapes3d', 'lievae_tf.dlib.shims')))")
+  assert result.stdout.strip() == "['lievae_tf.dlib.shims']", result.stderr[-2000:]
 
 
 @pytest.mark.parametrize("source", ["h5", "npz"])

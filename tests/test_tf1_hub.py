@@ -1,14 +1,18 @@
-"""lievae_tf.interop.tf1_hub: TF1 Hub modules written and read with TF's SavedModel tools, on either
+"""lievae_tf.dlib.tf1_hub: TF1 Hub modules written and read with TF's SavedModel tools, on either
 stack, as disentanglement_lib uses them (apply a signature, add a transform, export again), and
 interchangeable with tensorflow-hub 0.15's where that is installed (the pinned stack)."""
 
 import importlib.metadata
+import importlib.util
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from lievae_tf.interop import tf1_hub
+from lievae_tf.dlib import tf1_hub
 
 tf1 = tf.compat.v1
 HUB_HAS_TF1_API = int(importlib.metadata.version("tensorflow-hub").split(".")[1]) < 16
@@ -45,6 +49,45 @@ def affine_module(tmp_path_factory):
       session.run(module.variable_map["layer/b"].assign(2 * B))
       module.export(path, session)
   return path
+
+
+def test_spec_export_takes_the_variables_from_a_checkpoint(tmp_path):
+  """dlib's `export_as_tf_hub` exports a trained model by `spec.export(path, checkpoint_path=...)`:
+  every tag set's graph, with the checkpoint's values (here stored under other names)."""
+  checkpoint = str(tmp_path / "trained" / "model.ckpt")
+  with tf.Graph().as_default():
+    stored = {"trained/w": tf1.Variable(3 * W), "trained/b": tf1.Variable(-B)}
+    with tf1.Session() as session:
+      session.run(tf1.global_variables_initializer())
+      tf1.train.Saver(stored).save(session, checkpoint)
+  spec = tf1_hub.create_module_spec(_affine_module_fn, [(set(), {}), ({"train"}, {})])
+  path = str(tmp_path / "exported")
+  spec.export(path, checkpoint_path=checkpoint,
+              name_transform_fn=lambda name: name.replace("layer/", "trained/"))
+  reader = tf.train.load_checkpoint(os.path.join(path, "variables", "variables"))
+  np.testing.assert_array_equal(reader.get_tensor("layer/w"), 3 * W)
+  np.testing.assert_array_equal(reader.get_tensor("layer/b"), -B)
+  # y's float32 sums: a few roundings of their terms' magnitudes.
+  tolerance = 4 * np.finfo(np.float32).eps * np.max(np.abs(X) @ np.abs(3 * W) + np.abs(B))
+  for tags in (None, {"train"}):
+    with tf1_hub.eval_function_for_module(path, tags=tags) as f:
+      np.testing.assert_allclose(f(dict(x=X), signature="affine", as_dict=True)["y"],
+                                 _expected_y(3 * W, -B), rtol=0, atol=tolerance)
+  with pytest.raises(ValueError, match="holds no variable 'layer/"):
+    spec.export(str(tmp_path / "again"), checkpoint_path=checkpoint)  # names not mapped
+
+
+def test_dlibs_own_convolute_hub_test_passes(tmp_path):
+  """disentanglement_lib's own test of its TF-Hub code (`utils/convolute_hub_test.py`, run from the
+  installed dlib): a module exported by `spec.export(..., checkpoint_path=...)`, a transform
+  appended through `hub.Module`, exported again and evaluated. On the current stack that is all
+  this module's, lent to tensorflow_hub by the shims; on the pinned stack, hub 0.15's own."""
+  test_file = importlib.util.find_spec("disentanglement_lib.utils.convolute_hub_test").origin
+  result = subprocess.run(
+      [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test_file], cwd=tmp_path,
+      capture_output=True, text=True, timeout=600,
+      env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1", TF_CPP_MIN_LOG_LEVEL="2"))
+  assert result.returncode == 0 and "1 passed" in result.stdout, result.stdout[-3000:]
 
 
 def test_eval_function_reads_every_signature_and_tag_set(affine_module):

@@ -48,15 +48,14 @@ def _how_to_get(name):
 
 def load_ground_truth_data():
   """dlib's `named_data.get_named_ground_truth_data()` (bound by `dataset.name`), with errors
-  that say which file was looked for and how to get it."""
+  that say which file was looked for and how to get it. dlib's own Shapes3D class is whichever
+  is in place: `lievae_tf.dlib.speedups` puts the lean one there (`lievae_train` does)."""
   import gin  # pylint: disable=g-import-not-at-top
   from disentanglement_lib.data.ground_truth import named_data  # pylint: disable=g-import-not-at-top
   name = gin.query_parameter("dataset.name")
   h5_path = shapes3d_h5.training_h5(name)  # the public 3dshapes.h5, held as uint8
   if h5_path:
     return shapes3d_h5.load_h5_ground_truth_data(h5_path)
-  from lievae_tf.evaluation import speedups  # pylint: disable=g-import-not-at-top
-  speedups.apply_now(speedups.SHAPES3D_MODULE)  # dlib's Shapes3D as uint8 (no 24 GB float copy)
   try:
     ground_truth_data = named_data.get_named_ground_truth_data()
   except (FileNotFoundError, tf.errors.NotFoundError) as e:

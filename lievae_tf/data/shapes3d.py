@@ -7,10 +7,12 @@
   `dataset.name = 'shapes3d'`, `$DISENTANGLEMENT_LIB_DATA/3dshapes/3dshapes.h5` whenever it exists
   (preferred to dlib's npz beside it). `dataset.name` stays 'shapes3d', so dlib's later steps
   (postprocess, evaluate) resolve the dataset as usual.
-- dlib's steps: `lean_dlib_shapes3d` is dlib's `Shapes3D` holding uint8 (from the h5 when it is
-  there, else from dlib's npz) and dividing each sampled batch by 255 as dlib divides its whole
-  array, so observations are bit-identical; `compat` puts it in place of dlib's class when dlib's
-  module is imported, so the stock `dlib_postprocess`/`dlib_evaluate` need 5.9 GB, not ~30.
+- dlib's steps: `load_shapes3d_grid` reads the uint8 grid (from the h5 when it is there, else
+  from dlib's npz) for `lievae_tf.dlib.lean_shapes3d`: dlib's `Shapes3D` holding uint8 and
+  dividing each sampled batch by 255 as dlib divides its whole array, so observations are
+  bit-identical. `lievae_tf.dlib.speedups` puts that class in place of dlib's when dlib's module
+  is imported (`lievae_train` applies it itself), so the stock `dlib_postprocess`/`dlib_evaluate`
+  need 5.9 GB, not ~30.
 - `write_dlib_npz` streams: it reads the h5 in chunks and writes them into the npz's zip entries
   behind a `.npy` header, so memory stays at one chunk; the file appears atomically. Nothing here
   needs it any more; it is for other tools that read dlib's npz.
@@ -153,48 +155,6 @@ def load_shapes3d_grid(npz_path):
   if os.path.isfile(npz_path):
     return load_dlib_npz_grid(npz_path) + (npz_path,)
   raise _missing_files_error(h5_path, npz_path)
-
-
-def lean_dlib_shapes3d(dlib_shapes3d_module):
-  """dlib's `Shapes3D` (from `dlib_shapes3d_module`), holding the images as uint8.
-
-  The class keeps dlib's sampling: `sample_factors` is dlib's, and
-  `sample_observations_from_factors` runs dlib's own (same random draws, same index arithmetic)
-  on the uint8 grid, then converts the batch as dlib converts its whole array,
-  `.astype(np.float32) / 255.`: elementwise, hence bit-identical. The factor sizes are the file's
-  (dlib hard-codes the full grid, which the public file is), so smaller synthetic grids work too.
-  """
-  from disentanglement_lib.data.ground_truth import util  # pylint: disable=g-import-not-at-top
-  dlib_class = dlib_shapes3d_module.Shapes3D
-  if getattr(dlib_class, "dlib_class", None) is not None:
-    return dlib_class  # already the lean one
-
-  class Shapes3D(dlib_class):
-    """dlib's Shapes3D with uint8 images (see `lievae_tf.data.shapes3d.lean_dlib_shapes3d`)."""
-
-    def __init__(self):  # pylint: disable=super-init-not-called (dlib's loads the float32 copy)
-      images, sizes, self.data_file = load_shapes3d_grid(dlib_shapes3d_module.SHAPES3D_PATH)
-      # As dlib's __init__, with the grid read from the file.
-      self.images = images
-      self.factor_sizes = list(sizes)
-      self.latent_factor_indices = list(range(6))
-      self.num_total_factors = 6
-      self.state_space = util.SplitDiscreteStateSpace(self.factor_sizes,
-                                                      self.latent_factor_indices)
-      self.factor_bases = np.prod(self.factor_sizes) / np.cumprod(self.factor_sizes)
-
-    def sample_observations_from_factors(self, factors, random_state):
-      uint8_batch = super().sample_observations_from_factors(factors, random_state)
-      return uint8_batch.astype(np.float32) / 255.
-
-  Shapes3D.dlib_class = dlib_class
-  Shapes3D.__module__, Shapes3D.__qualname__ = __name__, "Shapes3D"
-  return Shapes3D
-
-
-def use_lean_dlib_shapes3d(dlib_shapes3d_module):
-  """Puts the lean class in place of dlib's (`named_data` looks it up at each call)."""
-  dlib_shapes3d_module.Shapes3D = lean_dlib_shapes3d(dlib_shapes3d_module)
 
 
 def _ground_truth_base():

@@ -12,9 +12,9 @@ what the other codes carry "leaks":
 Lower is better. A factor that no code informs about (column maximum 0) has no normalised
 leakage: the normalised scores are then NaN (the reference divides by zero there too).
 
-Registered with gin as `factor_leakage` (an `evaluation.evaluation_fn`) when dlib's `evaluate`
-module is imported (see `compat` and `registry`), so the stock `dlib_evaluate` accepts its config
-`metric_configs/factor_leakage.gin`.
+Registered with gin as `factor_leakage` (an `evaluation.evaluation_fn`) when this module is
+imported: by the `import` line of its config `metric_configs/factor_leakage.gin` (so the stock
+`dlib_evaluate` accepts that config) and by `registry.import_own_metrics` in our commands.
 """
 
 import gin

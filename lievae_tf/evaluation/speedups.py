@@ -1,45 +1,8 @@
-"""lievae_tf's speed-ups for disentanglement_lib's own code. dlib runs without them; with them,
-scores are dlib's (bit for bit for the lean Shapes3D, to float rounding for frozen scoring):
+"""The old name of `lievae_tf.dlib.speedups`, for scripts that import it by this name. Importing
+it gives that very module, not a copy."""
 
-- frozen scoring: dlib's `evaluate` encodes through the module with its weights frozen to
-  constants (`lievae_tf.evaluation.frozen_module`), about 10-20 % faster on CPU;
-- lean Shapes3D: dlib's `Shapes3D` holds the grid as uint8 instead of a ~24 GB float32 copy
-  (`lievae_tf.data.shapes3d.lean_dlib_shapes3d`), observations bit-identical.
+import sys
 
-Our commands choose them where they load dlib (`lievae_evaluate`'s suite, the training data);
-the stock `dlib_*` commands get them through `compat.apply()` unless LIEVAE_TF_DLIB_SPEEDUPS=0.
-"""
+from lievae_tf.dlib import speedups
 
-import importlib
-
-EVALUATE_MODULE = "disentanglement_lib.evaluation.evaluate"
-SHAPES3D_MODULE = "disentanglement_lib.data.ground_truth.shapes3d"
-
-
-def use_frozen_scoring(evaluate_module):
-  """dlib's `evaluate` scores through the weights-frozen module."""
-  from lievae_tf.evaluation import frozen_module  # pylint: disable=g-import-not-at-top
-  frozen_module.use_in_dlib_evaluate(evaluate_module)
-
-
-def use_lean_shapes3d(shapes3d_module):
-  """dlib's `Shapes3D` holds uint8."""
-  from lievae_tf.data import shapes3d  # pylint: disable=g-import-not-at-top
-  shapes3d.use_lean_dlib_shapes3d(shapes3d_module)
-
-
-SPEEDUPS = ((EVALUATE_MODULE, use_frozen_scoring), (SHAPES3D_MODULE, use_lean_shapes3d))
-
-
-def apply_now(*module_names):
-  """Imports dlib's modules `module_names` (default: both) and applies their speed-ups now."""
-  for name, speedup in SPEEDUPS:
-    if not module_names or name in module_names:
-      speedup(importlib.import_module(name))
-
-
-def register_for_stock_commands():
-  """Applies each speed-up when (if ever) its dlib module is imported."""
-  import wrapt  # pylint: disable=g-import-not-at-top
-  for name, speedup in SPEEDUPS:
-    wrapt.register_post_import_hook(speedup, name)
+sys.modules[__name__] = speedups

@@ -30,7 +30,6 @@ is the same whichever worker runs it and whatever ran before in that worker.
 import concurrent.futures
 import contextlib
 import dataclasses
-import inspect
 import json
 import multiprocessing
 import os
@@ -39,6 +38,7 @@ import sys
 import time
 
 from lievae_tf import model_dir
+from lievae_tf.dlib.shared_loads import shared_loads as _shared_loads
 from lievae_tf.errors import UserError
 from lievae_tf.evaluation import registry
 
@@ -49,70 +49,6 @@ class MetricJob:
   metric: registry.Metric
   output_dir: str
   bindings: tuple
-
-
-class _SharedConstructors:
-  """Stands in for a dataset module in `named_data`: its classes return one instance per
-  (class, arguments)."""
-
-  def __init__(self, module, instances):
-    self._module, self._instances = module, instances
-
-  def __getattr__(self, name):
-    value = getattr(self._module, name)
-    if not inspect.isclass(value):
-      return value
-
-    def construct(*args, **kwargs):
-      key = (self._module.__name__, name, repr(args), repr(sorted(kwargs.items())))
-      if key not in self._instances:
-        self._instances[key] = value(*args, **kwargs)
-      return self._instances[key]
-
-    return construct
-
-
-class _SharedModule:
-  """Stands in for `tensorflow_hub` in dlib's `evaluate`: one open module per path."""
-
-  def __init__(self, hub, stack):
-    self._hub, self._stack, self._functions = hub, stack, {}
-
-  def __getattr__(self, name):
-    return getattr(self._hub, name)
-
-  @contextlib.contextmanager
-  def eval_function_for_module(self, path, *args, **kwargs):
-    key = (os.path.abspath(path), repr(args), repr(sorted(kwargs.items())))
-    if key not in self._functions:
-      self._functions[key] = self._stack.enter_context(
-          self._hub.eval_function_for_module(path, *args, **kwargs))
-    yield self._functions[key]
-
-
-@contextlib.contextmanager
-def _shared_loads():
-  """While open, dlib's `evaluate` loads each dataset and each module once, scores through the
-  weights-frozen module and holds Shapes3D as uint8 (`speedups`)."""
-  from disentanglement_lib.data.ground_truth import named_data  # pylint: disable=g-import-not-at-top
-  from disentanglement_lib.evaluation import evaluate  # pylint: disable=g-import-not-at-top
-  from lievae_tf.evaluation import speedups  # pylint: disable=g-import-not-at-top
-  speedups.apply_now()
-  dataset_modules = {name: value for name, value in vars(named_data).items()
-                     if inspect.ismodule(value) and
-                     value.__name__.startswith("disentanglement_lib.data.ground_truth.")}
-  instances = {}
-  original_hub = evaluate.hub
-  with contextlib.ExitStack() as stack:
-    try:
-      for name, module in dataset_modules.items():
-        setattr(named_data, name, _SharedConstructors(module, instances))
-      evaluate.hub = _SharedModule(original_hub, stack)
-      yield
-    finally:
-      evaluate.hub = original_hub
-      for name, module in dataset_modules.items():
-        setattr(named_data, name, module)
 
 
 def _evaluate_one(representation_dir, job, log):
@@ -141,8 +77,8 @@ _WORKER_LOADS = contextlib.ExitStack()
 
 
 def _start_worker():
-  from lievae_tf import compat  # pylint: disable=g-import-not-at-top
-  compat.apply()  # dlib's shims, also where no .pth hook applied them
+  from lievae_tf.dlib import shims  # pylint: disable=g-import-not-at-top
+  shims.apply()  # dlib's shims, also where no .pth hook applied them
   _WORKER_LOADS.enter_context(_shared_loads())
 
 

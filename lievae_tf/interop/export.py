@@ -2,7 +2,7 @@
 
 The module has the signatures and the two graph variants of dlib's own `export_as_tf_hub`
 (docs/environment.md): the same Keras model is built again inside a TF1 `module_fn`
-(`lievae_tf.interop.tf1_hub`, on either stack), and the module is written with the trained
+(`lievae_tf.dlib.tf1_hub`, on either stack), and the module is written with the trained
 weights as its variables' values. Every output directory is
 written beside its final place and renamed into it, so an interrupted export leaves nothing that
 looks finished.
@@ -14,8 +14,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from lievae_tf.interop import tf1_hub
 from lievae_tf import model_dir
+from lievae_tf.dlib import tf1_hub
 from lievae_tf.models import base
 
 tf1 = tf.compat.v1

@@ -23,6 +23,7 @@ from lievae_tf import models  # pylint: disable=unused-import (registers every m
 from lievae_tf import random_streams
 from lievae_tf import visualize
 from lievae_tf.data import ground_truth as data_lib
+from lievae_tf.dlib import speedups
 from lievae_tf.errors import UserError
 from lievae_tf.interop import export
 from lievae_tf.keras2 import keras
@@ -195,6 +196,7 @@ def set_up(model_dir, overwrite, model_class, random_seed, batch_size, allow_con
   started = time.time()
 
   keras.utils.set_random_seed(random_seed)
+  speedups.apply_now(speedups.SHAPES3D_MODULE)  # dlib's Shapes3D as uint8 (no 24 GB float copy)
   ground_truth_data = data_lib.load_ground_truth_data()
   image_shape = data_lib.observation_shape(ground_truth_data)
 

@@ -348,6 +348,23 @@ def _one_line_error(stderr):
   return message
 
 
+def assert_same_training(workers, single, start, max_update=np.inf, label=""):
+  """Asserts that the weights `workers` trained from `start` equal the one-device run's `single`:
+  per weight, the largest difference over the weight's own update (+ 8 float32 steps of its size)
+  is below RELATIVE_TOLERANCE. Every weight must have trained (0 < update <= `max_update`)."""
+  assert set(workers) == set(single) == set(start) and len(single) > 10
+  ratios = {}
+  for name in single:
+    update = np.max(np.abs(single[name] - start[name]))
+    resolution = np.max(np.abs(single[name])) * np.finfo(np.float32).eps
+    assert 0 < update <= max_update, (name, update)
+    ratios[name] = np.max(np.abs(workers[name] - single[name])) / (update + 8 * resolution)
+  worst = max(ratios, key=ratios.get)
+  print(f"{label}worst difference / (own update + 8 float32 steps): {worst} "
+        f"{ratios[worst]:.3g} (bound {RELATIVE_TOLERANCE})")
+  assert ratios[worst] < RELATIVE_TOLERANCE, ratios
+
+
 def _model_weights(checkpoint_path):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   reader = tf.train.load_checkpoint(checkpoint_path)
@@ -429,21 +446,12 @@ def test_shared_model_dir_survives_preemption_and_a_lost_worker(tmp_path):
   workers = _model_weights(os.path.join(model_dir, "tf_checkpoint", "ckpt-24"))
   single = _model_weights(os.path.join(one_device_dir, "tf_checkpoint", "ckpt-24"))
   start = _model_weights(os.path.join(initial_dir, "tf_checkpoint", "ckpt-0"))
-  assert set(workers) == set(single) == set(start) and len(single) > 10
   # Per weight, the difference against the weight's own update over the 24 steps (as in the
   # mirrored test): two workers sum two half-batch gradients in another order than one device,
   # which moves each update by a small fraction of itself; a wrongly split or repeated batch, a
   # resume from the wrong step or a lost update moves it by a large one.
-  ratios = {}
-  for name in single:
-    update = np.max(np.abs(single[name] - start[name]))
-    resolution = np.max(np.abs(single[name])) * np.finfo(np.float32).eps
-    # > 0: it trained; <= 24 Adam steps of at most ~4 lr each: `start` is the run's start.
-    assert 0 < update <= 24 * 4 * LEARNING_RATE, (name, update)
-    ratios[name] = np.max(np.abs(workers[name] - single[name])) / (update + 8 * resolution)
-  worst = max(ratios, key=ratios.get)
-  print("worst difference / (own update + 8 float32 steps):", worst, ratios[worst])
-  assert ratios[worst] < RELATIVE_TOLERANCE, ratios
+  # <= 24 Adam steps of at most ~4 lr each: `start` is the run's start.
+  assert_same_training(workers, single, start, max_update=24 * 4 * LEARNING_RATE)
 
 
 # Loaded by worker 1 at start-up (Python imports `sitecustomize` from PYTHONPATH): on SIGWINCH its

@@ -242,7 +242,7 @@ def test_one_model_over_two_slurm_tasks_trains_as_one_device(slurm_cluster, tmp_
   same global batch and steps does, within the multi-worker test's bound."""
   # The multi-worker test's set-up and bound.
   from test_distributed import (  # pylint: disable=g-import-not-at-top
-      CPU_ONLY, INITIAL_WEIGHTS_SCRIPT, RELATIVE_TOLERANCE, _model_weights)
+      CPU_ONLY, INITIAL_WEIGHTS_SCRIPT, _model_weights, assert_same_training)
   output_dir = tmp_path / "two_workers"
   result = command("lievae_sweep", *_study_args(output_dir, seeds="0"), "--launcher=slurm",
                    "--tasks_per_node=2", "--wait", env=CPU_ONLY, timeout=900)
@@ -279,15 +279,4 @@ def test_one_model_over_two_slurm_tasks_trains_as_one_device(slurm_cluster, tmp_
   workers = _model_weights(str(model_dir / "tf_checkpoint" / "ckpt-6"))
   single = _model_weights(os.path.join(one_device_dir, "tf_checkpoint", "ckpt-6"))
   start = _model_weights(os.path.join(initial_dir, "tf_checkpoint", "ckpt-0"))
-  assert set(workers) == set(single) == set(start) and len(single) > 10
-  # As in test_distributed.py: per weight, the difference against the weight's own update.
-  ratios = {}
-  for name in single:
-    update = np.max(np.abs(single[name] - start[name]))
-    resolution = np.max(np.abs(single[name])) * np.finfo(np.float32).eps
-    assert update > 0, name  # it trained
-    ratios[name] = np.max(np.abs(workers[name] - single[name])) / (update + 8 * resolution)
-  worst = max(ratios, key=ratios.get)
-  print(f"two SLURM tasks vs one device: worst difference / (own update + 8 float32 steps): "
-        f"{worst} {ratios[worst]:.3g} (bound {RELATIVE_TOLERANCE})")
-  assert ratios[worst] < RELATIVE_TOLERANCE, ratios
+  assert_same_training(workers, single, start, label="two SLURM tasks vs one device: ")
